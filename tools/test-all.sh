@@ -1,0 +1,158 @@
+#!/bin/bash
+# The test command: sudo tools/test-all.sh
+#
+# On Debian 12 as root: installs what is missing, builds in tree, runs the unit tests
+# (make check) and the integration tests (Debian's pytest against a private dockerd,
+# RabbitMQ and real Celery workers), and prints as its LAST line
+#     N passed, N failed[, N skipped]
+# summed over both. Exit status: 0 only if the build worked and nothing failed or errored.
+# Both suites always run; a failure in one does not stop the other.
+# Environment: CI=true makes an unavailable test bed a failure instead of a skip;
+# PYTEST_ARGS adds arguments to pytest (e.g. PYTEST_ARGS="-k smoke").
+set -u
+set -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+PY=/usr/bin/python3             # Debian's, with python3-celery; not a pyenv python on PATH
+START=$(date +%s)
+note() { printf '\n=== [test-all %ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+
+passed=0 failed=0 skipped=0 build_ok=1
+extra_fail() { failed=$((failed + 1)); echo "test-all: FAILURE: $*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "test-all: must run as root (the test bed starts dockerd and RabbitMQ): sudo $0" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# ---- packages ------------------------------------------------------------------------
+PKGS=(autoconf automake libtool pkg-config libcurl4-openssl-dev librabbitmq-dev libconfig-dev
+      libsystemd-dev libjansson-dev libcmocka-dev docker.io rabbitmq-server python3-pytest
+      python3-celery busybox-static)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+        missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    note "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Installing docker.io/rabbitmq-server must not start the system services.
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    apt-get update -qq &&
+        apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" > /tmp/sluice-apt.$$.log 2>&1
+    rc=$?
+    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+    if [ $rc -ne 0 ]; then
+        tail -n 40 /tmp/sluice-apt.$$.log
+        rm -f /tmp/sluice-apt.$$.log
+        echo "test-all: apt-get failed" >&2
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    rm -f /tmp/sluice-apt.$$.log
+else
+    note "packages already installed"
+fi
+
+# ---- build ---------------------------------------------------------------------------
+note "build: autoreconf -fi && ./configure && make -j2"
+if ! { autoreconf -fi && ./configure --quiet && make -j2; }; then
+    build_ok=0
+    extra_fail "build failed"
+fi
+
+# ---- unit tests ----------------------------------------------------------------------
+if [ $build_ok = 1 ]; then
+    note "unit tests: make check"
+    rm -f test-suite.log
+    timeout -k 10 300 make -j2 check
+    check_rc=$?
+    if [ -f test-suite.log ]; then
+        count() { sed -n "s/^# $1: *\([0-9][0-9]*\).*/\1/p" test-suite.log | head -n1; }
+        u_pass=$(count PASS) u_fail=$(count FAIL) u_skip=$(count SKIP)
+        u_xfail=$(count XFAIL) u_xpass=$(count XPASS) u_error=$(count ERROR)
+        u_pass=${u_pass:-0} u_fail=${u_fail:-0} u_skip=${u_skip:-0}
+        u_xfail=${u_xfail:-0} u_xpass=${u_xpass:-0} u_error=${u_error:-0}
+        passed=$((passed + u_pass + u_xfail))
+        failed=$((failed + u_fail + u_error + u_xpass))
+        skipped=$((skipped + u_skip))
+        echo "test-all: unit: pass $u_pass, fail $u_fail, error $u_error, skip $u_skip," \
+             "xfail $u_xfail, xpass $u_xpass (make check exit $check_rc)"
+        if [ $check_rc -ne 0 ] && [ $((u_fail + u_error + u_xpass)) -eq 0 ]; then
+            extra_fail "make check exited $check_rc with no failed test counted"
+        fi
+        grep -E '^(FAIL|ERROR|XPASS)' test-suite.log | head -n 50
+    else
+        extra_fail "make check exited $check_rc and wrote no test-suite.log (a test did not build?)"
+    fi
+fi
+
+# ---- integration tests ---------------------------------------------------------------
+note "integration tests: $PY -m pytest tests/integration"
+tmp=$(mktemp -d /tmp/sluice-test-all.XXXXXX)
+before=$(ls -d /tmp/sluice-bed.* /tmp/sluice-test.* 2>/dev/null | sort)
+# pytest gets SIGTERM on timeout; the bed turns it into an orderly teardown
+# shellcheck disable=SC2086
+timeout -k 30 420 "$PY" -m pytest tests/integration -rA -p no:cacheprovider \
+    --junitxml="$tmp/junit.xml" ${PYTEST_ARGS:-}
+py_rc=$?
+if [ -f "$tmp/junit.xml" ]; then
+    read -r i_pass i_fail i_skip < <("$PY" - "$tmp/junit.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+cases = {}
+for tc in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    key = (tc.get("classname"), tc.get("name"))
+    if tc.find("failure") is not None or tc.find("error") is not None:
+        state = "fail"
+    elif tc.find("skipped") is not None:
+        state = "pass" if tc.find("skipped").get("type") == "pytest.xfail" else "skip"
+    else:
+        state = "pass"
+    # a test with an error at teardown appears twice: failure wins
+    if cases.get(key) != "fail":
+        cases[key] = state
+vals = list(cases.values())
+print(vals.count("pass"), vals.count("fail"), vals.count("skip"))
+EOF
+    )
+    i_pass=${i_pass:-0} i_fail=${i_fail:-0} i_skip=${i_skip:-0}
+    passed=$((passed + i_pass)) failed=$((failed + i_fail)) skipped=$((skipped + i_skip))
+    echo "test-all: integration: pass $i_pass, fail $i_fail, skip $i_skip (pytest exit $py_rc)"
+    # 0 ok, 1 tests failed (counted), 5 none collected; anything else is a failure of its own
+    case $py_rc in
+        0|5) ;;
+        1) [ "$i_fail" -gt 0 ] || extra_fail "pytest exited 1 with no failed test counted" ;;
+        *) extra_fail "pytest exited $py_rc (interrupted, timed out or internal error)" ;;
+    esac
+else
+    extra_fail "pytest exited $py_rc and wrote no report"
+fi
+rm -rf "$tmp"
+
+# ---- leftovers: the bed must clean up after itself --------------------------------------
+after=$(ls -d /tmp/sluice-bed.* /tmp/sluice-test.* 2>/dev/null | sort)
+new=$(comm -13 <(echo "$before") <(echo "$after") | grep . || true)
+if [ -n "$new" ]; then
+    extra_fail "the test bed left behind: $new"
+    for d in $new; do
+        grep -l "$d" /proc/[0-9]*/cmdline 2>/dev/null | sed 's|/proc/\([0-9]*\)/.*|  pid \1|'
+    done
+fi
+
+note "done in $(( $(date +%s) - START )) s"
+[ $build_ok = 1 ] || echo "test-all: the build failed" >&2
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ $build_ok = 1 ] && [ "$failed" -eq 0 ]
