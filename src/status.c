@@ -557,8 +557,9 @@ static void pool_row(const PoolStatus *p, double now, char cells[_COL_MAX][CELL_
 		snprintf(cells[COL_ACTION], CELL_MAX, "-");
 
 	if (p->guard == GUARD_ERROR_HOLD || p->guard == GUARD_FALLBACK)
-		snprintf(cells[COL_GUARD], CELL_MAX, "%s (%u failure%s)", guard_name(p->guard),
-			 p->failures, p->failures == 1 ? "" : "s");
+		/* "(N failed)": consecutive unknown readings; short, the row must fit 100 columns. */
+		snprintf(cells[COL_GUARD], CELL_MAX, "%s (%u failed)", guard_name(p->guard),
+			 p->failures);
 	else if (p->guard == GUARD_BACKOFF && p->backoff_until > now) {
 		format_age(a, sizeof(a), p->backoff_until - now);
 		snprintf(cells[COL_GUARD], CELL_MAX, "%s (%s left)", guard_name(p->guard), a);
