@@ -480,8 +480,10 @@ static int req_setup(HttpReq *r, const HttpRequest *req)
 	r->headers = curl_slist_append(r->headers, "Expect:");
 	if (!r->headers)
 		return -ENOMEM;
-	if (r->req_body) {
-		struct curl_slist *l = curl_slist_append(r->headers, "Content-Type: application/json");
+	if (r->req_body || strcasecmp(method, "POST") == 0 || strcasecmp(method, "PUT") == 0) {
+		/* With no body, "Content-Type:" removes curl's default form type. */
+		struct curl_slist *l = curl_slist_append(
+			r->headers, r->req_body ? "Content-Type: application/json" : "Content-Type:");
 		if (!l)
 			return -ENOMEM;
 		r->headers = l;
