@@ -15,17 +15,17 @@
 #define PRUNE_MARGIN 60.0
 
 static const char *const guard_table[_GUARD_MAX] = {
-	[GUARD_NONE] = "none",
-	[GUARD_TOLERANCE] = "tolerance",
-	[GUARD_ACTIVATION] = "activation",
-	[GUARD_COOLDOWN] = "cooldown",
-	[GUARD_STABILIZATION] = "stabilization",
-	[GUARD_STEP_LIMIT] = "step limit",
-	[GUARD_MIN] = "min",
-	[GUARD_MAX] = "max",
-	[GUARD_ERROR_HOLD] = "error hold",
-	[GUARD_FALLBACK] = "fallback",
-	[GUARD_BACKOFF] = "backoff",
+    [GUARD_NONE] = "none",
+    [GUARD_TOLERANCE] = "tolerance",
+    [GUARD_ACTIVATION] = "activation",
+    [GUARD_COOLDOWN] = "cooldown",
+    [GUARD_STABILIZATION] = "stabilization",
+    [GUARD_STEP_LIMIT] = "step limit",
+    [GUARD_MIN] = "min",
+    [GUARD_MAX] = "max",
+    [GUARD_ERROR_HOLD] = "error hold",
+    [GUARD_FALLBACK] = "fallback",
+    [GUARD_BACKOFF] = "backoff",
 };
 
 const char *guard_to_string(Guard g)
@@ -94,7 +94,7 @@ static long change_in_period(const PolicyState *s, double period, double now)
 /* HPA calculateScale{Up,Down}Limit with one Pods policy per direction, then
  * convertDesiredReplicasWithBehaviorRate: a limit on the wrong side of current is current. */
 static int step_limit(const PoolConfig *p, const PolicyState *s, int current, int result,
-		      double now, Guard *guard)
+                      double now, Guard *guard)
 {
 	if (result > current) {
 		long start = (long)current - change_in_period(s, p->up.period, now);
@@ -155,8 +155,7 @@ static bool reading_usable(const PoolConfig *p, Reading r)
 {
 	/* A NaN, infinite or negative depth is implausible, and without a positive target no
 	 * recommendation can be computed: both are "unknown", never zero. */
-	return r.valid && isfinite(r.depth) && r.depth >= 0 && isfinite(p->target) &&
-	       p->target > 0;
+	return r.valid && isfinite(r.depth) && r.depth >= 0 && isfinite(p->target) && p->target > 0;
 }
 
 /* ceil(depth / target) as an int, saturating instead of overflowing. */
@@ -171,8 +170,7 @@ static int replicas_for(double depth, double target)
 	return (int)q;
 }
 
-static void record_event(const PoolConfig *p, PolicyState *s, int current, int desired,
-			 double now)
+static void record_event(const PoolConfig *p, PolicyState *s, int current, int desired, double now)
 {
 	if (desired != current)
 		history_push(s->events, &s->n_events, events_keep(p), now, desired - current);
