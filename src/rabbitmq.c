@@ -239,6 +239,14 @@ int rabbit_parse_queues(const char *json, size_t len, char *const *queues, size_
 static int seen_apply(Seen **seen, size_t *n_seen, const char *vhost, QueueDepth *q, size_t n,
 		      double now)
 {
+	for (size_t j = 0; j < *n_seen;) {
+		if (now - (*seen)[j].last > RABBIT_SEEN_FORGET) {
+			free((*seen)[j].vhost);
+			free((*seen)[j].queue);
+			(*seen)[j] = (*seen)[--*n_seen];
+		} else
+			j++;
+	}
 	for (size_t i = 0; i < n; i++) {
 		size_t j;
 		for (j = 0; j < *n_seen; j++)
@@ -273,14 +281,6 @@ static int seen_apply(Seen **seen, size_t *n_seen, const char *vhost, QueueDepth
 			q[i].valid = false;
 			q[i].why = WHY_NO_STATS;
 		}
-	}
-	for (size_t j = 0; j < *n_seen;) {
-		if (now - (*seen)[j].last > RABBIT_SEEN_FORGET) {
-			free((*seen)[j].vhost);
-			free((*seen)[j].queue);
-			(*seen)[j] = (*seen)[--*n_seen];
-		} else
-			j++;
 	}
 	return 0;
 }
@@ -496,6 +496,7 @@ int rabbit_query(Rabbit *r, const char *vhost, char *const *queues, size_t n, do
 {
 	if (!r || !vhost || !queues || n == 0 || !cb)
 		return -EINVAL;
+	_cleanup_free_ char *re = NULL;
 	RabbitQuery *q = calloc(1, sizeof(RabbitQuery));
 	if (!q)
 		return -ENOMEM;
@@ -512,7 +513,7 @@ int rabbit_query(Rabbit *r, const char *vhost, char *const *queues, size_t n, do
 	for (size_t i = 0; i < n; i++)
 		if (!(q->queues[i] = strdup(queues[i])))
 			goto oom;
-	_cleanup_free_ char *re = queues_regex(queues, n);
+	re = queues_regex(queues, n);
 	if (!re)
 		goto oom;
 	q->regex = http_escape(re);
