@@ -79,6 +79,8 @@ typedef struct {
 	Guard want_guard;
 } Case;
 
+/* Columns: why, profile, target, activation, min, max, warm, warm_depth, t, valid, depth,
+ * current, then the expected recommendation, desired and guard. */
 static const Case cases[] = {
     /* HPA GetExternalPerPodMetricReplicas, AverageValue: ceil(total / target). */
     {"HPA AverageValue: 20 msgs / target 5 -> 4 (KEDA docs example)", PROFILE_FREE, 5, 0, 0, 100,
