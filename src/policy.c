@@ -190,9 +190,10 @@ static Decision decide_unknown(const PoolConfig *p, PolicyState *s, int current,
 		/* The fallback is an order, not a measurement: it skips the stabilization windows
 		 * (which would hold it for minutes) and is not recorded as a recommendation,
 		 * but it moves at max_step per period like any change. */
-		guard = GUARD_FALLBACK;
+		Guard step_guard = GUARD_NONE; /* the fallback is what the operator sees */
+
 		d.recommendation = p->fallback;
-		d.desired = step_limit(p, s, current, p->fallback, now, &guard);
+		d.desired = step_limit(p, s, current, p->fallback, now, &step_guard);
 		guard = GUARD_FALLBACK;
 	} else {
 		/* Hold: no recommendation is recorded, so an outage can neither drag the down
