@@ -34,9 +34,26 @@
 #define KEY_PATH_MAX 160
 
 typedef struct {
-	const char *path; /* the top file, for settings libconfig gives no file for */
-	char *error;      /* first error, "FILE:LINE: ..." */
+	const char *path;        /* the top file, for settings libconfig gives no file for */
+	const char *include_dir; /* where @include looks, i.e. the top file's directory */
+	char *error;             /* first error, "FILE:LINE: ..." */
 } Parser;
+
+/* libconfig 1.5 records an included file under the name written in @include, although it
+ * opened it inside the include dir; give messages the path that was really read. */
+static int source_path(const Parser *p, const char *file, char *buf, size_t n)
+{
+	if (!file || streq(file, p->path))
+		file = p->path;
+	else if (file[0] != '/' && p->include_dir) {
+		if (snprintf(buf, n, "%s/%s", p->include_dir, file) >= (int)n)
+			return -ENAMETOOLONG;
+		return 0;
+	}
+	if (snprintf(buf, n, "%s", file) >= (int)n)
+		return -ENAMETOOLONG;
+	return 0;
+}
 
 static void parser_set_error(Parser *p, const char *file, int line, const char *fmt, va_list ap)
 	_printf_(4, 0);
@@ -57,12 +74,13 @@ static void parser_set_error(Parser *p, const char *file, int line, const char *
 static int fail(Parser *p, const config_setting_t *s, const char *fmt, ...) _printf_(3, 4);
 static int fail(Parser *p, const config_setting_t *s, const char *fmt, ...)
 {
-	const char *file = s ? config_setting_source_file(s) : NULL;
+	char file[PATH_MAX];
 	int line = s ? config_setting_source_line(s) : 0;
 	va_list ap;
 
+	(void)source_path(p, s ? config_setting_source_file(s) : NULL, file, sizeof file);
 	va_start(ap, fmt);
-	parser_set_error(p, file ?: p->path, line > 0 ? line : 1, fmt, ap);
+	parser_set_error(p, file, line > 0 ? line : 1, fmt, ap);
 	va_end(ap);
 	return -EINVAL;
 }
@@ -127,7 +145,7 @@ static int check_keys(Parser *p, const config_setting_t *g, const char *const *a
 				strncat(list, ", ", sizeof(list) - strlen(list) - 1);
 			strncat(list, *a, sizeof(list) - strlen(list) - 1);
 		}
-		return fail(p, m, "unknown key \"%s\" in %s; allowed: %s", name, context, list);
+		return fail(p, m, "unknown key \"%s\" %s; allowed: %s", name, context, list);
 	}
 	return 0;
 }
@@ -383,10 +401,13 @@ static const char *secret_strerror(int r)
 /* An inline secret in a file others can read is a leak waiting to happen: refuse it. */
 static int check_not_world_readable(Parser *p, const config_setting_t *s, const char *what)
 {
-	const char *file = config_setting_source_file(s) ?: p->path;
+	char file[PATH_MAX];
 	struct stat st;
 	int line = config_setting_source_line(s);
 
+	if (source_path(p, config_setting_source_file(s), file, sizeof file) < 0)
+		return fail(p, s, "%s is set inline in a file whose path is too long to check",
+			    what);
 	if (stat(file, &st) < 0)
 		return fail(p, s, "%s is set inline but %s cannot be checked: %s", what, file,
 			    strerror(errno));
@@ -427,7 +448,7 @@ static int parse_docker(Parser *p, const config_setting_t *root, Config *c)
 	if (g) {
 		if ((r = need_group(p, g, "docker", "docker: { socket = \"...\"; }")) < 0)
 			return r;
-		if ((r = check_keys(p, g, docker_keys, "group docker")) < 0)
+		if ((r = check_keys(p, g, docker_keys, "in group docker")) < 0)
 			return r;
 		if ((r = get_string(p, g, "docker", "socket", &sock)) < 0)
 			return r;
@@ -522,7 +543,7 @@ static int parse_rabbitmq(Parser *p, const config_setting_t *root, Config *c)
 	if (g) {
 		if ((r = need_group(p, g, "rabbitmq", "rabbitmq: { url = \"...\"; ... }")) < 0)
 			return r;
-		if ((r = check_keys(p, g, rabbitmq_keys, "group rabbitmq")) < 0)
+		if ((r = check_keys(p, g, rabbitmq_keys, "in group rabbitmq")) < 0)
 			return r;
 	}
 
@@ -566,7 +587,7 @@ static int parse_rabbitmq(Parser *p, const config_setting_t *root, Config *c)
 		if ((r = need_group(p, tls, "rabbitmq.tls",
 				    "tls: { ca_file = \"...\"; verify = true; }")) < 0)
 			return r;
-		if ((r = check_keys(p, tls, tls_keys, "group rabbitmq.tls")) < 0)
+		if ((r = check_keys(p, tls, tls_keys, "in group rabbitmq.tls")) < 0)
 			return r;
 		if ((r = get_string(p, tls, "rabbitmq.tls", "ca_file", &ca)) < 0)
 			return r;
@@ -625,7 +646,7 @@ static int parse_metrics(Parser *p, const config_setting_t *root, Config *c)
 		return 0; /* absent = off */
 	if ((r = need_group(p, g, "metrics", "metrics: { listen = \"HOST:PORT\"; }")) < 0)
 		return r;
-	if ((r = check_keys(p, g, metrics_keys, "group metrics")) < 0)
+	if ((r = check_keys(p, g, metrics_keys, "in group metrics")) < 0)
 		return r;
 	if ((r = get_string(p, g, "metrics", "listen", &l)) < 0)
 		return r;
@@ -662,7 +683,7 @@ static int parse_rule(Parser *p, const config_setting_t *pool, const char *where
 	if (!g)
 		return 0;
 	key_path(kp, sizeof kp, where, key);
-	snprintf(ctx, sizeof ctx, "%s %s", context, key);
+	snprintf(ctx, sizeof ctx, "in %s %s", context, key);
 	if ((r = need_group(p, g, kp, "{ stabilization = S; max_step = N; period = S; }")) < 0)
 		return r;
 	if ((r = check_keys(p, g, rule_keys, ctx)) < 0)
@@ -883,7 +904,7 @@ static int parse_container(Parser *p, const config_setting_t *pool, const char *
 			    "\"...\"; ... }",
 			    context);
 	key_path(kp, sizeof kp, where, "container");
-	snprintf(ctx, sizeof ctx, "%s container", context);
+	snprintf(ctx, sizeof ctx, "in %s container", context);
 	if ((r = need_group(p, g, kp, "container: { image = \"...\"; ... }")) < 0)
 		return r;
 	if ((r = check_keys(p, g, container_keys, ctx)) < 0)
@@ -892,7 +913,7 @@ static int parse_container(Parser *p, const config_setting_t *pool, const char *
 	if ((r = dup_string(p, g, kp, "image", NULL, &cs->image)) < 0)
 		return r;
 	if (!cs->image)
-		return fail(p, g, "missing required key \"image\" in %s; set image = \"name:tag\"",
+		return fail(p, g, "missing required key \"image\" %s; set image = \"name:tag\"",
 			    ctx);
 	if ((r = get_strv(p, g, kp, "command", true, NULL, &cs->command, &cs->n_command)) < 0)
 		return r;
@@ -989,7 +1010,7 @@ static int parse_on_error(Parser *p, const config_setting_t *g, const char *wher
 
 static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConfig *pc)
 {
-	char where[32], context[80];
+	char where[32], context[80], in_context[84], file[PATH_MAX];
 	const config_setting_t *s;
 	const char *name = NULL, *v;
 	int r;
@@ -998,7 +1019,9 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 	if (!config_setting_is_group(g))
 		return fail(p, g, "%s: must be a group { name = \"...\"; ... } (got %s)", where,
 			    type_name(g));
-	pc->file = strdup(config_setting_source_file(g) ?: p->path);
+	if ((r = source_path(p, config_setting_source_file(g), file, sizeof file)) < 0)
+		return fail(p, g, "%s: the path of its file is too long", where);
+	pc->file = strdup(file);
 	pc->line = config_setting_source_line(g);
 	if (!pc->file)
 		return -ENOMEM;
@@ -1010,7 +1033,8 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 		snprintf(context, sizeof context, "pool \"%s\"", config_setting_get_string(s));
 	else
 		snprintf(context, sizeof context, "%s", where);
-	if ((r = check_keys(p, g, pool_keys, context)) < 0)
+	snprintf(in_context, sizeof in_context, "in %s", context);
+	if ((r = check_keys(p, g, pool_keys, in_context)) < 0)
 		return r;
 
 	if ((r = get_string(p, g, where, "name", &name)) < 0)
@@ -1261,7 +1285,7 @@ static int parse_root(Parser *p, const config_setting_t *root, Config *c)
 {
 	int r;
 
-	if ((r = check_keys(p, root, top_keys, "top level")) < 0)
+	if ((r = check_keys(p, root, top_keys, "at top level")) < 0)
 		return r;
 	c->interval = 5;
 	if ((r = get_seconds(p, root, NULL, "interval", true, &c->interval)) < 0)
@@ -1327,13 +1351,18 @@ int config_load(const char *path, Config **ret, char **ret_error)
 	config_init(&cf);
 	cfp = &cf;
 	/* @include "x.conf" is found next to the main file, wherever sluiced was started. */
-	config_set_include_dir(&cf, dirname(dir_copy));
+	p.include_dir = dirname(dir_copy);
+	config_set_include_dir(&cf, p.include_dir);
 	if (!config_read_file(&cf, path)) {
+		char file[PATH_MAX];
+
 		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO) {
 			r = -EIO;
 			goto fail_open;
 		}
-		if (asprintf(&p.error, "%s:%d: %s%s", config_error_file(&cf) ?: path,
+		if (source_path(&p, config_error_file(&cf), file, sizeof file) < 0)
+			snprintf(file, sizeof file, "%s", path);
+		if (asprintf(&p.error, "%s:%d: %s%s", file,
 			     config_error_line(&cf), config_error_text(&cf),
 			     syntax_hint(config_error_text(&cf))) < 0)
 			p.error = NULL;
