@@ -6,8 +6,8 @@
  * answer releases the queue. All paths are built at dispatch time, so an op queued before the
  * ping still gets the right "/v<ver>" prefix and the version-gated "signal=" parameter.
  *
- * docker_free() may run while ops are inside Http: those are orphaned (op->docker = NULL) and
- * freed silently when Http completes them; their callbacks are never called. */
+ * docker_free() may run while ops are inside Http: it cancels them with http_cancel(), so their
+ * callbacks are never called. Callbacks may call any docker_*() verb, and docker_free(). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -47,7 +47,7 @@ typedef enum {
 typedef struct DockerOp DockerOp;
 
 struct DockerOp {
-	Docker *docker; /* NULL once orphaned by docker_free() */
+	Docker *docker;
 	OpKind kind;
 	const char *method;
 	char *path;     /* after the version prefix, e.g. "/containers/json?all=1&..." */
@@ -287,10 +287,6 @@ static void on_ping_done(const HttpResponse *resp, void *userdata)
 	_cleanup_free_ char *error = NULL, *version = NULL;
 	int r = 0;
 
-	if (!d) {
-		op_free(op);
-		return;
-	}
 	op_list_remove(&d->active, op);
 	op_free(op);
 	d->pinging = false;
@@ -388,10 +384,6 @@ static void on_op_done(const HttpResponse *resp, void *userdata)
 	_cleanup_free_ char *error = NULL, *message = NULL;
 	int r = 0;
 
-	if (!d) {
-		op_free(op);
-		return;
-	}
 	op_list_remove(&d->active, op);
 	op->in_http = false;
 
@@ -526,12 +518,12 @@ Docker *docker_free(Docker *d)
 		op_list_remove(&d->queue, op);
 		op_free(op);
 	}
-	/* Ops inside Http stay allocated until Http completes (or frees) them. */
 	while (d->active) {
 		DockerOp *op = d->active;
 
 		op_list_remove(&d->active, op);
-		op->docker = NULL;
+		(void)http_cancel(d->http, op);
+		op_free(op);
 	}
 	free(d->socket);
 	free(d->version);

@@ -551,6 +551,25 @@ int http_submit(Http *h, const HttpRequest *req, HttpCallback cb, void *userdata
 	return 0;
 }
 
+size_t http_cancel(Http *h, void *userdata)
+{
+	HttpReq *r, *next;
+	size_t n = 0;
+
+	if (!h)
+		return 0;
+	for (r = h->requests; r; r = next) {
+		next = r->next;
+		if (r->userdata != userdata)
+			continue;
+		curl_multi_remove_handle(h->multi, r->easy);
+		req_unlink(r);
+		req_free(r);
+		n++;
+	}
+	return n;
+}
+
 size_t http_in_flight(const Http *h)
 {
 	return h ? h->n_requests : 0;

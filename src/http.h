@@ -47,6 +47,10 @@ Http *http_free(Http *h);
 /* Queue a request. Returns 0, or -errno if it could not be queued (callback not called). */
 int http_submit(Http *h, const HttpRequest *req, HttpCallback cb, void *userdata);
 
+/* Abort, without calling back, every request submitted with USERDATA (for owners that go
+ * away before their requests complete, e.g. docker_free()). Returns how many were aborted. */
+size_t http_cancel(Http *h, void *userdata);
+
 /* Number of requests queued or in flight. */
 size_t http_in_flight(const Http *h);
 
