@@ -8,7 +8,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "amqp.h"
 #include "http.h"
@@ -71,6 +73,10 @@ int main(int argc, char **argv)
 	/* Round 1 (both sources), round 2 (warm AMQP connection, same Rabbit: first-seen state). */
 	for (int round = 1; round <= 2; round++) {
 		char w1[64], w2[64];
+		/* SLUICE_LIVE_PAUSE=S: sleep between rounds (e.g. to close connections on the broker
+		 * and watch the AMQP source reconnect). A test tool, not the daemon: sleep is fine. */
+		if (round == 2 && getenv("SLUICE_LIVE_PAUSE"))
+			sleep((unsigned)atoi(getenv("SLUICE_LIVE_PAUSE")));
 		snprintf(w1, sizeof w1, "management round %d", round);
 		snprintf(w2, sizeof w2, "amqp round %d", round);
 		Ctx cm = {.e = e, .what = w1, .pending = 1}, ca = {.e = e, .what = w2, .pending = 1};
