@@ -77,22 +77,22 @@ static int conn_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 static int conn_respond(Conn *c, int code, const char *reason, const char *extra_headers,
-			const char *body, size_t body_len, bool head_only)
+                        const char *body, size_t body_len, bool head_only)
 {
 	char hdr[512];
 	int n;
 
 	n = snprintf(hdr, sizeof(hdr),
-		     "HTTP/1.0 %d %s\r\n"
-		     "Content-Type: %s\r\n"
-		     "Content-Length: %zu\r\n"
-		     "%s"
-		     "Connection: close\r\n"
-		     "\r\n",
-		     code, reason,
-		     code == 200 ? "text/plain; version=0.0.4; charset=utf-8" :
-				   "text/plain; charset=utf-8",
-		     body_len, extra_headers ? extra_headers : "");
+	             "HTTP/1.0 %d %s\r\n"
+	             "Content-Type: %s\r\n"
+	             "Content-Length: %zu\r\n"
+	             "%s"
+	             "Connection: close\r\n"
+	             "\r\n",
+	             code, reason,
+	             code == 200 ? "text/plain; version=0.0.4; charset=utf-8"
+	                         : "text/plain; charset=utf-8",
+	             body_len, extra_headers ? extra_headers : "");
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		return -EINVAL;
 	if (head_only)
@@ -128,7 +128,7 @@ static int conn_handle(Conn *c)
 	head = streq(method, "HEAD");
 	if (!head && !streq(method, "GET"))
 		return RESPOND_TEXT(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
-				    "Method Not Allowed\n", false);
+		                    "Method Not Allowed\n", false);
 
 	q = strchr(target, '?');
 	if (q)
@@ -136,8 +136,7 @@ static int conn_handle(Conn *c)
 	if (!streq(target, "/metrics") && !streq(target, "/"))
 		return RESPOND_TEXT(c, 404, "Not Found", NULL, "Not Found\n", head);
 
-	return conn_respond(c, 200, "OK", NULL, c->m->text ? c->m->text : "", c->m->text_len,
-			    head);
+	return conn_respond(c, 200, "OK", NULL, c->m->text ? c->m->text : "", c->m->text_len, head);
 }
 
 /* The request head is complete at an empty line; a bare request line without a version
@@ -189,7 +188,7 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 			r = conn_handle(c);
 		} else if (c->req_len >= REQUEST_MAX) {
 			r = RESPOND_TEXT(c, 431, "Request Header Fields Too Large", NULL,
-					 "Request Header Fields Too Large\n", false);
+			                 "Request Header Fields Too Large\n", false);
 		} else
 			return 0;
 		if (r < 0) {
@@ -206,7 +205,7 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 
 	while (c->resp_off < c->resp_len) {
 		ssize_t k = send(c->fd, c->resp + c->resp_off, c->resp_len - c->resp_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
@@ -250,8 +249,8 @@ static int metrics_accept(sd_event_source *s, int fd, uint32_t revents, void *us
 			/* Out of descriptors or memory: the listener would stay readable and
 			 * spin the loop; pause it for a second instead. */
 			if (!m->rearm && sd_event_now(m->event, CLOCK_MONOTONIC, &now) >= 0 &&
-			    sd_event_add_time(m->event, &m->rearm, CLOCK_MONOTONIC, now + 1000000ULL,
-					      0, metrics_rearm, m) >= 0)
+			    sd_event_add_time(m->event, &m->rearm, CLOCK_MONOTONIC,
+			                      now + 1000000ULL, 0, metrics_rearm, m) >= 0)
 				(void)sd_event_source_set_enabled(s, SD_EVENT_OFF);
 			return 0;
 		}
@@ -277,7 +276,7 @@ static int metrics_accept(sd_event_source *s, int fd, uint32_t revents, void *us
 			r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
 		if (r >= 0)
 			r = sd_event_add_time(m->event, &c->timer, CLOCK_MONOTONIC,
-					      now + CONN_TIMEOUT_USEC, 0, conn_timeout, c);
+			                      now + CONN_TIMEOUT_USEC, 0, conn_timeout, c);
 		if (r < 0)
 			conn_free(c);
 	}
@@ -285,7 +284,7 @@ static int metrics_accept(sd_event_source *s, int fd, uint32_t revents, void *us
 
 /* "127.0.0.1:9687", "localhost:9687", "0.0.0.0:9687", "*:9687", "[::1]:9687", "[::]:9687" */
 static int parse_listen(const char *listen_addr, struct sockaddr_storage *ret, socklen_t *ret_len,
-			char **ret_error)
+                        char **ret_error)
 {
 	_cleanup_free_ char *host = NULL;
 	const char *colon, *port_s;
@@ -340,9 +339,9 @@ static int parse_listen(const char *listen_addr, struct sockaddr_storage *ret, s
 
 bad:
 	if (asprintf(ret_error,
-		     "metrics.listen %s: expected HOST:PORT with HOST an IPv4 address, "
-		     "\"localhost\" or [IPv6], and PORT 0-65535",
-		     listen_addr) < 0)
+	             "metrics.listen %s: expected HOST:PORT with HOST an IPv4 address, "
+	             "\"localhost\" or [IPv6], and PORT 0-65535",
+	             listen_addr) < 0)
 		*ret_error = NULL;
 	return -EINVAL;
 }
@@ -394,7 +393,7 @@ int metrics_new(sd_event *e, const char *listen_addr, Metrics **ret, char **ret_
 
 fail:
 	if (asprintf(ret_error, "metrics.listen %s: %s%s%s", listen_addr, step ? step : "",
-		     step ? ": " : "", strerror(-r)) < 0)
+	             step ? ": " : "", strerror(-r)) < 0)
 		*ret_error = NULL;
 	metrics_free(m);
 	return r;

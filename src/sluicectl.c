@@ -27,22 +27,22 @@ DEFINE_CLEANUP_FUNC(Status, status_free)
 static void help(FILE *f)
 {
 	fprintf(f,
-		"Usage: sluicectl [-s STATEDIR] status [--json]\n"
-		"       sluicectl [-s STATEDIR] explain POOL\n"
-		"\n"
-		"Show what sluiced knows about its worker pools.\n"
-		"\n"
-		"Commands:\n"
-		"  status          one row per pool: depth and its age, workers, desired, guard\n"
-		"                  (the default when no command is given)\n"
-		"  explain POOL    inputs -> recommendation -> guard -> action for one pool\n"
-		"\n"
-		"Options:\n"
-		"  -s, --state-dir=DIR  where sluiced writes status.json\n"
-		"                       (default: $RUNTIME_DIRECTORY, else " DEFAULT_STATEDIR ")\n"
-		"      --json           status: print the snapshot as JSON\n"
-		"  -h, --help           show this help\n"
-		"  -V, --version        show the version\n");
+	        "Usage: sluicectl [-s STATEDIR] status [--json]\n"
+	        "       sluicectl [-s STATEDIR] explain POOL\n"
+	        "\n"
+	        "Show what sluiced knows about its worker pools.\n"
+	        "\n"
+	        "Commands:\n"
+	        "  status          one row per pool: depth and its age, workers, desired, guard\n"
+	        "                  (the default when no command is given)\n"
+	        "  explain POOL    inputs -> recommendation -> guard -> action for one pool\n"
+	        "\n"
+	        "Options:\n"
+	        "  -s, --state-dir=DIR  where sluiced writes status.json\n"
+	        "                       (default: $RUNTIME_DIRECTORY, else " DEFAULT_STATEDIR ")\n"
+	        "      --json           status: print the snapshot as JSON\n"
+	        "  -h, --help           show this help\n"
+	        "  -V, --version        show the version\n");
 }
 
 static double wall_now(void)
@@ -57,11 +57,11 @@ int main(int argc, char **argv)
 {
 	enum { ARG_JSON = 0x100 };
 	static const struct option options[] = {
-		{ "state-dir", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, ARG_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, ARG_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {},
 	};
 	_cleanup_(status_freep) Status *s = NULL;
 	const char *statedir = NULL, *cmd = "status", *pool = NULL;
@@ -128,12 +128,12 @@ int main(int argc, char **argv)
 	}
 	if (r == -EBADMSG) {
 		fprintf(stderr, "sluicectl: %s/status.json is not a valid status snapshot\n",
-			statedir);
+		        statedir);
 		return EX_UNAVAILABLE;
 	}
 	if (r < 0) {
 		fprintf(stderr, "sluicectl: cannot read %s/status.json: %s\n", statedir,
-			strerror(-r));
+		        strerror(-r));
 		return EX_UNAVAILABLE;
 	}
 
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluicectl: status is %.0f s old; is sluiced running?\n", age);
 	if (s->dry_run && !json)
 		fprintf(stderr, "sluicectl: sluiced runs with --dry-run: it decides but changes "
-				"nothing\n");
+		                "nothing\n");
 
 	if (pool) {
 		r = status_print_explain(s, pool, now, stdout);

@@ -25,9 +25,9 @@
 #define STATUS_MAX_SIZE (16u * 1024 * 1024)
 
 static const char *const errkind_table[_ERRKIND_MAX] = {
-	[ERRKIND_HTTP] = "http",       [ERRKIND_TIMEOUT] = "timeout", [ERRKIND_CONNECT] = "connect",
-	[ERRKIND_PARSE] = "parse",     [ERRKIND_ABSENT] = "absent",   [ERRKIND_DOCKER] = "docker",
-	[ERRKIND_CRASH] = "crash",
+    [ERRKIND_HTTP] = "http",   [ERRKIND_TIMEOUT] = "timeout", [ERRKIND_CONNECT] = "connect",
+    [ERRKIND_PARSE] = "parse", [ERRKIND_ABSENT] = "absent",   [ERRKIND_DOCKER] = "docker",
+    [ERRKIND_CRASH] = "crash",
 };
 
 const char *errkind_to_string(ErrKind k)
@@ -525,7 +525,7 @@ enum {
 };
 
 static const char *const col_header[_COL_MAX] = {
-	"POOL", "SOURCE", "DEPTH", "AGE", "CURRENT", "DESIRED", "MIN/MAX", "LAST ACTION", "GUARD",
+    "POOL", "SOURCE", "DEPTH", "AGE", "CURRENT", "DESIRED", "MIN/MAX", "LAST ACTION", "GUARD",
 };
 
 #define CELL_MAX 256
@@ -557,9 +557,9 @@ static void pool_row(const PoolStatus *p, double now, char cells[_COL_MAX][CELL_
 		snprintf(cells[COL_ACTION], CELL_MAX, "-");
 
 	if (p->guard == GUARD_ERROR_HOLD || p->guard == GUARD_FALLBACK)
-		/* "(N failed)": consecutive unknown readings; short, the row must fit 100 columns. */
+		/* N consecutive unknown readings; short, so the row fits 100 columns. */
 		snprintf(cells[COL_GUARD], CELL_MAX, "%s (%u failed)", guard_name(p->guard),
-			 p->failures);
+		         p->failures);
 	else if (p->guard == GUARD_BACKOFF && p->backoff_until > now) {
 		format_age(a, sizeof(a), p->backoff_until - now);
 		snprintf(cells[COL_GUARD], CELL_MAX, "%s (%s left)", guard_name(p->guard), a);
@@ -619,7 +619,7 @@ int status_print_explain(const Status *s, const char *pool, double now, FILE *f)
 
 	fprintf(f, "\ninputs\n");
 	fprintf(f, "  queues:       %s (source %s)\n", p->queues ? p->queues : "-",
-		p->source ? p->source : "-");
+	        p->source ? p->source : "-");
 	if (p->depth_valid) {
 		format_number(a, sizeof(a), p->depth);
 		if (p->depth_time > 0) {
@@ -629,7 +629,7 @@ int status_print_explain(const Status *s, const char *pool, double now, FILE *f)
 			fprintf(f, "  depth:        %s messages\n", a);
 	} else {
 		fprintf(f, "  depth:        unknown (%s)\n",
-			p->depth_error ? p->depth_error : "no valid reading");
+		        p->depth_error ? p->depth_error : "no valid reading");
 		if (p->depth_time > 0) {
 			format_age(b, sizeof(b), now - p->depth_time);
 			fprintf(f, "                last valid reading %s ago\n", b);
@@ -637,7 +637,7 @@ int status_print_explain(const Status *s, const char *pool, double now, FILE *f)
 			fprintf(f, "                no valid reading yet\n");
 	}
 	fprintf(f, "  workers:      %d running, %d starting, %d draining (capacity %d)\n",
-		p->running, p->starting, p->draining, capacity);
+	        p->running, p->starting, p->draining, capacity);
 	format_number(a, sizeof(a), p->target);
 	format_number(b, sizeof(b), p->activation);
 	fprintf(f, "  target:       %s messages per worker\n", a);
@@ -649,25 +649,28 @@ int status_print_explain(const Status *s, const char *pool, double now, FILE *f)
 		format_number(a, sizeof(a), p->depth);
 		format_number(b, sizeof(b), p->target);
 		fprintf(f, "  ceil(depth / target) = ceil(%s / %s) = %.0f\n", a, b,
-			ceil(p->depth / p->target));
+		        ceil(p->depth / p->target));
 		if (capacity > 0)
-			fprintf(f, "  ratio:        depth / (target x current) = %s / (%s x %d) = %.2f%s\n",
-				a, b, capacity, p->decision.ratio,
-				fabs(p->decision.ratio - 1.0) <= POLICY_TOLERANCE ?
-					" (within the 10 % tolerance)" :
-					"");
+			fprintf(f,
+			        "  ratio:        depth / (target x current) = %s / (%s x %d) = "
+			        "%.2f%s\n",
+			        a, b, capacity, p->decision.ratio,
+			        fabs(p->decision.ratio - 1.0) <= POLICY_TOLERANCE
+			            ? " (within the 10 % tolerance)"
+			            : "");
 		else
 			fprintf(f, "  ratio:        - (no current workers)\n");
 		format_number(c, sizeof(c), p->activation);
 		fprintf(f, "  active:       %s (depth %s %s activation %s)\n",
-			p->decision.active ? "yes" : "no", a, p->decision.active ? ">" : "<=", c);
+		        p->decision.active ? "yes" : "no", a, p->decision.active ? ">" : "<=", c);
 	} else
 		fprintf(f, "  none: depth unknown, and unknown is never zero\n");
 	fprintf(f, "  policy recommendation: %d\n", p->decision.recommendation);
 
 	fprintf(f, "\nguard\n");
-	fprintf(f, "  %s", p->guard == GUARD_NONE ? "none (the recommendation went through)" :
-						     guard_name(p->guard));
+	fprintf(f, "  %s",
+	        p->guard == GUARD_NONE ? "none (the recommendation went through)"
+	                               : guard_name(p->guard));
 	if (p->guard_detail)
 		fprintf(f, ": %s", p->guard_detail);
 	fprintf(f, "\n");
@@ -676,21 +679,21 @@ int status_print_explain(const Status *s, const char *pool, double now, FILE *f)
 
 	fprintf(f, "\nresult\n");
 	fprintf(f, "  desired:      %d (policy %d; current %d)\n", p->desired, p->decision.desired,
-		capacity);
+	        capacity);
 	if (p->last_action && p->last_action_time > 0) {
 		format_age(a, sizeof(a), now - p->last_action_time);
 		fprintf(f, "  last action:  %s (%s ago)\n", p->last_action, a);
 	} else
 		fprintf(f, "  last action:  %s\n", p->last_action ? p->last_action : "none");
 	fprintf(f, "  totals:       %llu started, %llu drained\n",
-		(unsigned long long)p->scale_up_total, (unsigned long long)p->scale_down_total);
+	        (unsigned long long)p->scale_up_total, (unsigned long long)p->scale_down_total);
 
 	fprintf(f, "\nerrors\n");
 	fprintf(f, "  consecutive failures: %u\n", p->failures);
 	fprintf(f, "  totals:      ");
 	for (int k = 0; k < _ERRKIND_MAX; k++)
 		fprintf(f, " %s %llu", errkind_to_string((ErrKind)k),
-			(unsigned long long)p->errors[k]);
+		        (unsigned long long)p->errors[k]);
 	fprintf(f, "\n");
 	fprintf(f, "  poll latency: %.3f s\n", p->poll_latency);
 	if (p->backoff_until > now) {
@@ -741,7 +744,7 @@ static void prom_family(FILE *f, const char *name, const char *type, const char 
 
 /* NAME{pool="P"[,KEY="VAL"]} V */
 static void prom_sample(FILE *f, const char *name, const char *pool, const char *key,
-			const char *val, double v)
+                        const char *val, double v)
 {
 	fputs(name, f);
 	if (pool || key) {
@@ -764,7 +767,7 @@ static void prom_sample(FILE *f, const char *name, const char *pool, const char 
 }
 
 /* One family with one sample per pool. */
-#define PER_POOL(f, s, metric, type, help, expr)                                                     \
+#define PER_POOL(f, s, metric, type, help, expr)                                                   \
 	do {                                                                                       \
 		prom_family(f, metric, type, help);                                                \
 		for (size_t _i = 0; _i < (s)->n_pools; _i++) {                                     \
@@ -784,48 +787,50 @@ char *status_render_prometheus(const Status *s)
 		return NULL;
 
 	prom_family(f, "sluice_build_info", "gauge",
-		    "Always 1; the version label is the running sluiced (keda_build_info).");
+	            "Always 1; the version label is the running sluiced (keda_build_info).");
 	prom_sample(f, "sluice_build_info", NULL, "version", s->version ? s->version : "unknown",
-		    1);
+	            1);
 
-	prom_family(f, "sluice_queue_depth", "gauge",
-		    "Messages in the pool's queues at the last valid reading; absent while unknown.");
+	prom_family(
+	    f, "sluice_queue_depth", "gauge",
+	    "Messages in the pool's queues at the last valid reading; absent while unknown.");
 	for (size_t i = 0; i < s->n_pools; i++)
 		if (s->pools[i].depth_valid)
 			prom_sample(f, "sluice_queue_depth", s->pools[i].name, NULL, NULL,
-				    s->pools[i].depth);
+			            s->pools[i].depth);
 
 	PER_POOL(f, s, "sluice_queue_depth_valid", "gauge",
-		 "1 if the last depth reading was valid, 0 if it was unknown.", p->depth_valid);
+	         "1 if the last depth reading was valid, 0 if it was unknown.", p->depth_valid);
 
 	prom_family(f, "sluice_queue_depth_timestamp_seconds", "gauge",
-		    "Unix time of the last valid depth reading; absent if there was none.");
+	            "Unix time of the last valid depth reading; absent if there was none.");
 	for (size_t i = 0; i < s->n_pools; i++)
 		if (s->pools[i].depth_time > 0)
 			prom_sample(f, "sluice_queue_depth_timestamp_seconds", s->pools[i].name,
-				    NULL, NULL, s->pools[i].depth_time);
+			            NULL, NULL, s->pools[i].depth_time);
 
-	prom_family(f, "sluice_scaler_metrics_value", "gauge",
-		    "The metric value the policy used: the queue depth (keda_scaler_metrics_value).");
+	prom_family(
+	    f, "sluice_scaler_metrics_value", "gauge",
+	    "The metric value the policy used: the queue depth (keda_scaler_metrics_value).");
 	for (size_t i = 0; i < s->n_pools; i++)
 		if (s->pools[i].depth_valid)
 			prom_sample(f, "sluice_scaler_metrics_value", s->pools[i].name, NULL, NULL,
-				    s->pools[i].depth);
+			            s->pools[i].depth);
 
 	PER_POOL(f, s, "sluice_scaler_active", "gauge",
-		 "1 if depth > activation at the last decision (keda_scaler_active).",
-		 p->decision.active);
+	         "1 if depth > activation at the last decision (keda_scaler_active).",
+	         p->decision.active);
 	PER_POOL(f, s, "sluice_target_value", "gauge",
-		 "Configured target: messages per worker (the HPA AverageValue target).",
-		 p->target);
+	         "Configured target: messages per worker (the HPA AverageValue target).",
+	         p->target);
 	PER_POOL(f, s, "sluice_desired_workers", "gauge",
-		 "Workers the pool should have now, after all guards.", p->desired);
+	         "Workers the pool should have now, after all guards.", p->desired);
 	PER_POOL(f, s, "sluice_recommended_workers", "gauge",
-		 "The policy's recommendation before stabilization and step limits.",
-		 p->decision.recommendation);
+	         "The policy's recommendation before stabilization and step limits.",
+	         p->decision.recommendation);
 
 	prom_family(f, "sluice_workers", "gauge",
-		    "Worker containers by state: running, starting (capacity) and draining.");
+	            "Worker containers by state: running, starting (capacity) and draining.");
 	for (size_t i = 0; i < s->n_pools; i++) {
 		const PoolStatus *p = &s->pools[i];
 		prom_sample(f, "sluice_workers", p->name, "state", "running", p->running);
@@ -837,58 +842,59 @@ char *status_render_prometheus(const Status *s)
 	PER_POOL(f, s, "sluice_max_workers", "gauge", "Configured maximum workers.", p->max);
 
 	prom_family(f, "sluice_scale_actions_total", "counter",
-		    "Workers started (direction up) and drained (direction down) since sluiced "
-		    "started.");
+	            "Workers started (direction up) and drained (direction down) since sluiced "
+	            "started.");
 	for (size_t i = 0; i < s->n_pools; i++) {
 		const PoolStatus *p = &s->pools[i];
 		prom_sample(f, "sluice_scale_actions_total", p->name, "direction", "up",
-			    (double)p->scale_up_total);
+		            (double)p->scale_up_total);
 		prom_sample(f, "sluice_scale_actions_total", p->name, "direction", "down",
-			    (double)p->scale_down_total);
+		            (double)p->scale_down_total);
 	}
 
 	prom_family(f, "sluice_errors_total", "counter",
-		    "Errors by kind since sluiced started (keda_scaler_detail_errors_total).");
+	            "Errors by kind since sluiced started (keda_scaler_detail_errors_total).");
 	for (size_t i = 0; i < s->n_pools; i++)
 		for (int k = 0; k < _ERRKIND_MAX; k++)
 			prom_sample(f, "sluice_errors_total", s->pools[i].name, "kind",
-				    errkind_to_string((ErrKind)k), (double)s->pools[i].errors[k]);
+			            errkind_to_string((ErrKind)k), (double)s->pools[i].errors[k]);
 
 	PER_POOL(f, s, "sluice_poll_latency_seconds", "gauge",
-		 "Duration of the last depth request (keda_scaler_metrics_latency_seconds).",
-		 p->poll_latency);
+	         "Duration of the last depth request (keda_scaler_metrics_latency_seconds).",
+	         p->poll_latency);
 	PER_POOL(f, s, "sluice_failures", "gauge", "Consecutive unknown depth readings.",
-		 p->failures);
+	         p->failures);
 
-	prom_family(f, "sluice_guard", "gauge",
-		    "1 for the guard holding the pool back, 0 for the others (\"none\" if no guard).");
+	prom_family(
+	    f, "sluice_guard", "gauge",
+	    "1 for the guard holding the pool back, 0 for the others (\"none\" if no guard).");
 	for (size_t i = 0; i < s->n_pools; i++)
 		for (int g = 0; g < _GUARD_MAX; g++) {
 			const char *n = guard_to_string((Guard)g);
 			if (n)
 				prom_sample(f, "sluice_guard", s->pools[i].name, "guard", n,
-					    s->pools[i].guard == (Guard)g);
+				            s->pools[i].guard == (Guard)g);
 		}
 
 	prom_family(f, "sluice_backoff_until_timestamp_seconds", "gauge",
-		    "Unix time until which crash-looping workers are not restarted; 0 if none.");
+	            "Unix time until which crash-looping workers are not restarted; 0 if none.");
 	for (size_t i = 0; i < s->n_pools; i++)
 		prom_sample(f, "sluice_backoff_until_timestamp_seconds", s->pools[i].name, NULL,
-			    NULL, s->pools[i].backoff_until);
+		            NULL, s->pools[i].backoff_until);
 
 	prom_family(f, "sluice_internal_scale_loop_latency_seconds", "gauge",
-		    "Drift of the last tick from its schedule "
-		    "(keda_internal_scale_loop_latency_seconds).");
+	            "Drift of the last tick from its schedule "
+	            "(keda_internal_scale_loop_latency_seconds).");
 	prom_sample(f, "sluice_internal_scale_loop_latency_seconds", NULL, NULL, NULL,
-		    s->loop_latency);
+	            s->loop_latency);
 	prom_family(f, "sluice_requests_last_tick", "gauge",
-		    "HTTP requests sluiced made during the last tick.");
+	            "HTTP requests sluiced made during the last tick.");
 	prom_sample(f, "sluice_requests_last_tick", NULL, NULL, NULL,
-		    (double)s->requests_last_tick);
+	            (double)s->requests_last_tick);
 	prom_family(f, "sluice_dry_run", "gauge", "1 if sluiced runs with --dry-run.");
 	prom_sample(f, "sluice_dry_run", NULL, NULL, NULL, s->dry_run);
 	prom_family(f, "sluice_last_tick_timestamp_seconds", "gauge",
-		    "Unix time of the snapshot these metrics come from.");
+	            "Unix time of the snapshot these metrics come from.");
 	prom_sample(f, "sluice_last_tick_timestamp_seconds", NULL, NULL, NULL, s->time);
 
 	if (fclose(f) != 0) {

@@ -78,10 +78,14 @@ static Status *sample_status(void)
 	p->max = 10;
 	p->target = 10;
 	p->activation = 0.5;
-	p->decision = (Decision){ .desired = 4, .recommendation = 5, .ratio = 1.05, .active = true,
-				  .guard = GUARD_STEP_LIMIT };
+	p->decision = (Decision){.desired = 4,
+	                         .recommendation = 5,
+	                         .ratio = 1.05,
+	                         .active = true,
+	                         .guard = GUARD_STEP_LIMIT};
 	p->guard = GUARD_STABILIZATION;
-	p->guard_detail = xstrdup("scale-up window holds the lowest recommendation 4 of the last 0 s");
+	p->guard_detail =
+	    xstrdup("scale-up window holds the lowest recommendation 4 of the last 0 s");
 	p->last_action = xstrdup("scale up 2 -> 4");
 	p->last_action_time = NOW - 12;
 	p->failures = 0;
@@ -104,7 +108,7 @@ static Status *sample_status(void)
 	p->min = 1;
 	p->max = 5;
 	p->target = 100;
-	p->decision = (Decision){ .desired = 2, .recommendation = 2, .guard = GUARD_ERROR_HOLD };
+	p->decision = (Decision){.desired = 2, .recommendation = 2, .guard = GUARD_ERROR_HOLD};
 	p->guard = GUARD_ERROR_HOLD;
 	p->failures = 3;
 	p->poll_latency = 3.0;
@@ -162,8 +166,8 @@ static void assert_status_equal(const Status *a, const Status *b)
 
 static void test_errkind_names(void **state)
 {
-	static const char *const names[] = { "http",   "timeout", "connect", "parse",
-					     "absent", "docker",  "crash" };
+	static const char *const names[] = {"http",   "timeout", "connect", "parse",
+	                                    "absent", "docker",  "crash"};
 	assert_int_equal(ELEMENTSOF(names), _ERRKIND_MAX);
 	for (int k = 0; k < _ERRKIND_MAX; k++)
 		assert_string_equal(errkind_to_string((ErrKind)k), names[k]);
@@ -201,8 +205,8 @@ static void test_json_rejects_garbage(void **state)
 	assert_int_equal(status_from_json("[]", &t), -EBADMSG);
 	assert_int_equal(status_from_json("{\"time\": 1}", &t), -EBADMSG); /* no pools */
 	assert_int_equal(status_from_json("{\"pools\": [{\"name\": 5}]}", &t), -EBADMSG);
-	assert_int_equal(status_from_json("{\"pools\": [{\"name\": \"a\", \"running\": \"3\"}]}", &t),
-			 -EBADMSG);
+	assert_int_equal(
+	    status_from_json("{\"pools\": [{\"name\": \"a\", \"running\": \"3\"}]}", &t), -EBADMSG);
 	assert_null(t);
 	/* Missing members are zero: a snapshot from an older sluiced still reads. */
 	assert_int_equal(status_from_json("{\"pools\": [{\"name\": \"a\"}]}", &t), 0);
@@ -253,8 +257,8 @@ static void test_table(void **state)
 	char *t = capture_table(s, NOW);
 	char a[512], b[512], expect[128];
 	size_t col_depth, col_guard;
-	const char *k[] = { "POOL",    "SOURCE",  "DEPTH",       "AGE",  "CURRENT",
-			    "DESIRED", "MIN/MAX", "LAST ACTION", "GUARD" };
+	const char *k[] = {"POOL",    "SOURCE",  "DEPTH",       "AGE",  "CURRENT",
+	                   "DESIRED", "MIN/MAX", "LAST ACTION", "GUARD"};
 
 	if (getenv("TEST_STATUS_SHOW")) /* to look at the output by eye */
 		fputs(t, stderr);
@@ -308,7 +312,8 @@ static void test_table(void **state)
 	status_free(s);
 }
 
-__attribute__((noinline)) static char *capture_explain(const Status *s, const char *pool, int expect_r)
+__attribute__((noinline)) static char *capture_explain(const Status *s, const char *pool,
+                                                       int expect_r)
 {
 	char *buf = NULL;
 	size_t size = 0;
@@ -379,7 +384,8 @@ static void assert_prometheus_well_formed(const char *text)
 		if (strncmp(line, "# TYPE ", 7) == 0) {
 			char kind[16];
 			assert_true(n_type < 64);
-			assert_int_equal(sscanf(line + 7, "%79s %15s", seen_type[n_type++], kind), 2);
+			assert_int_equal(sscanf(line + 7, "%79s %15s", seen_type[n_type++], kind),
+			                 2);
 			assert_true(streq(kind, "gauge") || streq(kind, "counter"));
 			if (streq(kind, "counter"))
 				assert_non_null(strstr(seen_type[n_type - 1], "_total"));
@@ -422,16 +428,18 @@ static void test_prometheus(void **state)
 	assert_non_null(strstr(t, "sluice_workers{pool=\"celery\",state=\"draining\"} 2\n"));
 	assert_non_null(strstr(t, "sluice_min_workers{pool=\"celery\"} 0\n"));
 	assert_non_null(strstr(t, "sluice_max_workers{pool=\"celery\"} 10\n"));
-	assert_non_null(strstr(t, "sluice_scale_actions_total{pool=\"celery\",direction=\"up\"} 17\n"));
-	assert_non_null(strstr(t, "sluice_scale_actions_total{pool=\"celery\",direction=\"down\"} 9\n"));
+	assert_non_null(
+	    strstr(t, "sluice_scale_actions_total{pool=\"celery\",direction=\"up\"} 17\n"));
+	assert_non_null(
+	    strstr(t, "sluice_scale_actions_total{pool=\"celery\",direction=\"down\"} 9\n"));
 	assert_non_null(strstr(t, "sluice_errors_total{pool=\"celery\",kind=\"http\"} 3\n"));
 	assert_non_null(strstr(t, "sluice_poll_latency_seconds{pool=\"celery\"} 0.034\n"));
 	assert_non_null(strstr(t, "sluice_failures{pool=\"celery\"} 0\n"));
 	snprintf(expect, sizeof(expect), "sluice_guard{pool=\"celery\",guard=\"%s\"} 1\n",
-		 guard_to_string(GUARD_STABILIZATION));
+	         guard_to_string(GUARD_STABILIZATION));
 	assert_non_null(strstr(t, expect));
 	snprintf(expect, sizeof(expect), "sluice_guard{pool=\"celery\",guard=\"%s\"} 0\n",
-		 guard_to_string(GUARD_NONE));
+	         guard_to_string(GUARD_NONE));
 	assert_non_null(strstr(t, expect));
 	assert_non_null(strstr(t, "sluice_internal_scale_loop_latency_seconds 0.0125\n"));
 
@@ -444,7 +452,7 @@ static void test_prometheus(void **state)
 	assert_non_null(strstr(t, "sluice_scale_actions_total{" ODD ",direction=\"down\"} 0\n"));
 	for (int k = 0; k < _ERRKIND_MAX; k++) {
 		snprintf(expect, sizeof(expect), "sluice_errors_total{" ODD ",kind=\"%s\"} 0\n",
-			 errkind_to_string((ErrKind)k));
+		         errkind_to_string((ErrKind)k));
 		assert_non_null(strstr(t, expect));
 	}
 	assert_non_null(strstr(t, "sluice_failures{" ODD "} 3\n"));
@@ -516,7 +524,7 @@ static void test_write_read(void **state)
 
 static int free_port(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sa);
 	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
@@ -530,8 +538,9 @@ static int free_port(void)
 
 static int connect_to(int port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+	                         .sin_port = htons((uint16_t)port),
+	                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	assert_true(fd >= 0);
@@ -553,8 +562,9 @@ typedef struct {
 static void *client_thread(void *userdata)
 {
 	Client *c = userdata;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)c->port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+	                         .sin_port = htons((uint16_t)c->port),
+	                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	size_t cap = 65536;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -622,7 +632,7 @@ static void test_metrics_serves_text(void **state)
 	sd_event *e = NULL;
 	Metrics *m = NULL;
 	char *err = NULL, listen_addr[64];
-	Client c = { 0 };
+	Client c = {0};
 	int port = free_port();
 
 	assert_int_equal(sd_event_new(&e), 0);
@@ -688,7 +698,7 @@ static void test_metrics_slow_clients_do_not_block(void **state)
 	sd_event *e = NULL;
 	Metrics *m = NULL;
 	char *err = NULL, listen_addr[64], *big;
-	Client c = { 0 };
+	Client c = {0};
 	int port = free_port(), silent, partial;
 	const size_t big_len = 4 * 1024 * 1024;
 	double took, start;
@@ -733,8 +743,8 @@ static void test_metrics_slow_clients_do_not_block(void **state)
 
 	/* The silent ones are cut off at their deadline (5 s), not kept forever. */
 	while ((!silent_closed || !partial_closed) && mono() - start < 8) {
-		struct pollfd p[2] = { { .fd = silent, .events = POLLIN },
-				       { .fd = partial, .events = POLLIN } };
+		struct pollfd p[2] = {{.fd = silent, .events = POLLIN},
+		                      {.fd = partial, .events = POLLIN}};
 		char buf[64];
 
 		assert_true(sd_event_run(e, 50 * 1000) >= 0);
@@ -758,9 +768,9 @@ static void test_metrics_slow_clients_do_not_block(void **state)
 static void test_metrics_listen_errors(void **state)
 {
 	static const char *const bad[] = {
-		"127.0.0.1",       "127.0.0.1:",    "127.0.0.1:65536", "127.0.0.1:-1",
-		"127.0.0.1:80x",   "example.com:80", "[::1]9687",       "[::1:9687",
-		"::1:9687",        "[127.0.0.1]:80", "300.1.1.1:80",
+	    "127.0.0.1",     "127.0.0.1:",     "127.0.0.1:65536", "127.0.0.1:-1",
+	    "127.0.0.1:80x", "example.com:80", "[::1]9687",       "[::1:9687",
+	    "::1:9687",      "[127.0.0.1]:80", "300.1.1.1:80",
 	};
 	sd_event *e = NULL;
 	Metrics *m = NULL, *m2 = NULL;
@@ -801,16 +811,16 @@ static void test_metrics_listen_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_errkind_names),
-		cmocka_unit_test(test_json_roundtrip_every_field),
-		cmocka_unit_test(test_json_rejects_garbage),
-		cmocka_unit_test(test_table),
-		cmocka_unit_test(test_explain),
-		cmocka_unit_test(test_prometheus),
-		cmocka_unit_test(test_write_read),
-		cmocka_unit_test(test_metrics_serves_text),
-		cmocka_unit_test(test_metrics_slow_clients_do_not_block),
-		cmocka_unit_test(test_metrics_listen_errors),
+	    cmocka_unit_test(test_errkind_names),
+	    cmocka_unit_test(test_json_roundtrip_every_field),
+	    cmocka_unit_test(test_json_rejects_garbage),
+	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_explain),
+	    cmocka_unit_test(test_prometheus),
+	    cmocka_unit_test(test_write_read),
+	    cmocka_unit_test(test_metrics_serves_text),
+	    cmocka_unit_test(test_metrics_slow_clients_do_not_block),
+	    cmocka_unit_test(test_metrics_listen_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
