@@ -371,12 +371,14 @@ Rabbit *rabbit_free(Rabbit *r)
 {
 	if (!r)
 		return NULL;
-	/* Http has no cancel: orphan in-flight queries; their replies are dropped and freed. */
+	/* Abort in-flight queries without calling back. */
 	for (RabbitQuery *q = r->queries, *next; q; q = next) {
 		next = q->next;
+		http_cancel(r->http, q);
 		q->rabbit = NULL;
-		q->prev = q->next = NULL;
+		query_free(q);
 	}
+	r->queries = NULL;
 	for (size_t j = 0; j < r->n_seen; j++) {
 		free(r->seen[j].vhost);
 		free(r->seen[j].queue);
