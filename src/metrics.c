@@ -216,8 +216,17 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 		}
 		c->resp_off += (size_t)k;
 	}
-	/* All written: signal the end of the response; the kernel delivers the rest. */
+	/* All written: signal the end of the response; the kernel delivers the rest. Unread
+	 * input (a request body, pipelined bytes) would make close() send a reset that can
+	 * destroy the answer in flight, so drain what has arrived (bounded) first. */
 	(void)shutdown(c->fd, SHUT_WR);
+	for (size_t drained = 0; drained < 65536;) {
+		char sink[4096];
+		ssize_t k = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (k <= 0)
+			break;
+		drained += (size_t)k;
+	}
 	conn_free(c);
 	return 0;
 }

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
 	    {},
 	};
 	_cleanup_(status_freep) Status *s = NULL;
+	_cleanup_free_ char *statedir_buf = NULL;
 	const char *statedir = NULL, *cmd = "status", *pool = NULL;
 	bool json = false;
 	double now, age, stale;
@@ -115,9 +116,14 @@ int main(int argc, char **argv)
 	if (!statedir) {
 		const char *e = getenv("RUNTIME_DIRECTORY");
 		/* systemd may list several directories separated by ':'; ours is the first. */
-		if (e && *e && !strchr(e, ':'))
-			statedir = e;
-		else
+		if (e && *e) {
+			statedir_buf = strndup(e, strcspn(e, ":"));
+			if (!statedir_buf) {
+				fprintf(stderr, "sluicectl: out of memory\n");
+				return 1;
+			}
+			statedir = statedir_buf;
+		} else
 			statedir = DEFAULT_STATEDIR;
 	}
 
