@@ -56,7 +56,7 @@ static int source_path(const Parser *p, const char *file, char *buf, size_t n)
 }
 
 static void parser_set_error(Parser *p, const char *file, int line, const char *fmt, va_list ap)
-	_printf_(4, 0);
+    _printf_(4, 0);
 static void parser_set_error(Parser *p, const char *file, int line, const char *fmt, va_list ap)
 {
 	_cleanup_free_ char *msg = NULL;
@@ -125,7 +125,7 @@ static const char *key_path(char *buf, size_t n, const char *where, const char *
 
 /* Every member of G must be in ALLOWED (NULL-terminated); CONTEXT says where we are. */
 static int check_keys(Parser *p, const config_setting_t *g, const char *const *allowed,
-		      const char *context)
+                      const char *context)
 {
 	int n = config_setting_length(g);
 
@@ -160,7 +160,7 @@ static int need_group(Parser *p, const config_setting_t *s, const char *kp, cons
 /* Optional non-empty string. Returns 1 and sets *ret if present, 0 if absent, -EINVAL. The
  * value is never echoed in errors, so this is safe for secrets. */
 static int get_string(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		      const char **ret)
+                      const char **ret)
 {
 	char kp[KEY_PATH_MAX];
 	const config_setting_t *s = member(g, key);
@@ -179,7 +179,7 @@ static int get_string(Parser *p, const config_setting_t *g, const char *where, c
 }
 
 static int dup_string(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		      const char *def, char **ret)
+                      const char *def, char **ret)
 {
 	const char *v = def;
 	int r = get_string(p, g, where, key, &v);
@@ -197,7 +197,7 @@ static int dup_string(Parser *p, const config_setting_t *g, const char *where, c
 /* Optional number (int or float: durations may be fractional) in [lo, hi], lo exclusive if
  * LO_OPEN. ALLOWED describes the range for the message. */
 static int get_number(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		      double lo, bool lo_open, double hi, const char *allowed, double *ret)
+                      double lo, bool lo_open, double hi, const char *allowed, double *ret)
 {
 	char kp[KEY_PATH_MAX];
 	const config_setting_t *s = member(g, key);
@@ -224,18 +224,18 @@ static int get_number(Parser *p, const config_setting_t *g, const char *where, c
 }
 
 static int get_seconds(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		       bool positive, double *ret)
+                       bool positive, double *ret)
 {
 	return get_number(p, g, where, key, 0, positive, DURATION_MAX,
-			  positive ? "a number of seconds > 0 and <= 31536000"
-				   : "a number of seconds >= 0 and <= 31536000",
-			  ret);
+	                  positive ? "a number of seconds > 0 and <= 31536000"
+	                           : "a number of seconds >= 0 and <= 31536000",
+	                  ret);
 }
 
 /* Optional integer in [lo, hi]; floats are refused even when whole, so that "max = 2.5" and
  * "max = 2.0" get the same answer. */
 static int get_int(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		   long long lo, long long hi, const char *allowed, int *ret)
+                   long long lo, long long hi, const char *allowed, int *ret)
 {
 	char kp[KEY_PATH_MAX];
 	const config_setting_t *s = member(g, key);
@@ -244,7 +244,8 @@ static int get_int(Parser *p, const config_setting_t *g, const char *where, cons
 	if (!s)
 		return 0;
 	key_path(kp, sizeof kp, where, key);
-	if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+	if (config_setting_type(s) != CONFIG_TYPE_INT &&
+	    config_setting_type(s) != CONFIG_TYPE_INT64)
 		return fail(p, s, "%s: must be %s (got %s)", kp, allowed, type_name(s));
 	v = config_setting_get_int64(s);
 	if (v < lo || v > hi)
@@ -254,7 +255,7 @@ static int get_int(Parser *p, const config_setting_t *g, const char *where, cons
 }
 
 static int get_bool(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		    bool *ret)
+                    bool *ret)
 {
 	char kp[KEY_PATH_MAX];
 	const config_setting_t *s = member(g, key);
@@ -271,7 +272,7 @@ static int get_bool(Parser *p, const config_setting_t *g, const char *where, con
 /* Optional array or list of non-empty strings into a NULL-terminated copy. NONEMPTY: an empty
  * array is an error. CHECK (may be NULL) validates each element and returns an error text. */
 static int get_strv(Parser *p, const config_setting_t *g, const char *where, const char *key,
-		    bool nonempty, const char *(*check)(const char *), char ***ret, size_t *ret_n)
+                    bool nonempty, const char *(*check)(const char *), char ***ret, size_t *ret_n)
 {
 	char kp[KEY_PATH_MAX];
 	const config_setting_t *s = member(g, key);
@@ -283,7 +284,7 @@ static int get_strv(Parser *p, const config_setting_t *g, const char *where, con
 	key_path(kp, sizeof kp, where, key);
 	if (!config_setting_is_array(s) && !config_setting_is_list(s))
 		return fail(p, s, "%s: must be an array of strings [ \"...\", ... ] (got %s)", kp,
-			    type_name(s));
+		            type_name(s));
 	n = config_setting_length(s);
 	if (n == 0 && nonempty)
 		return fail(p, s, "%s: must be a non-empty array of strings (got [ ])", kp);
@@ -297,7 +298,7 @@ static int get_strv(Parser *p, const config_setting_t *g, const char *where, con
 		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
 			strv_free_n(v, (size_t)n);
 			return fail(p, e, "%s[%d]: must be a non-empty string (got %s)", kp, i,
-				    type_name(e));
+			            type_name(e));
 		}
 		str = config_setting_get_string(e);
 		if (!*str) {
@@ -407,37 +408,36 @@ static int check_not_world_readable(Parser *p, const config_setting_t *s, const 
 
 	if (source_path(p, config_setting_source_file(s), file, sizeof file) < 0)
 		return fail(p, s, "%s is set inline in a file whose path is too long to check",
-			    what);
+		            what);
 	if (stat(file, &st) < 0)
 		return fail(p, s, "%s is set inline but %s cannot be checked: %s", what, file,
-			    strerror(errno));
+		            strerror(errno));
 	if (!(st.st_mode & S_IROTH))
 		return 0;
 	if (!p->error &&
 	    asprintf(&p->error,
-		     "%s:%d: %s is set inline but %s is world-readable; chmod o-r %s or use "
-		     "password_file / LoadCredential=rabbitmq-password",
-		     file, line, what, file, file) < 0)
+	             "%s:%d: %s is set inline but %s is world-readable; chmod o-r %s or use "
+	             "password_file / LoadCredential=rabbitmq-password",
+	             file, line, what, file, file) < 0)
 		p->error = NULL;
 	return -EACCES;
 }
 
-static const char *const top_keys[] = { "interval", "docker", "rabbitmq", "metrics", "pools", NULL };
-static const char *const docker_keys[] = { "socket", NULL };
-static const char *const rabbitmq_keys[] = { "url",	 "user",    "password", "password_file",
-					     "amqp_url", "timeout", "tls",      NULL };
-static const char *const tls_keys[] = { "ca_file", "verify", NULL };
-static const char *const metrics_keys[] = { "listen", NULL };
+static const char *const top_keys[] = {"interval", "docker", "rabbitmq", "metrics", "pools", NULL};
+static const char *const docker_keys[] = {"socket", NULL};
+static const char *const rabbitmq_keys[] = {"url",      "user",    "password", "password_file",
+                                            "amqp_url", "timeout", "tls",      NULL};
+static const char *const tls_keys[] = {"ca_file", "verify", NULL};
+static const char *const metrics_keys[] = {"listen", NULL};
 static const char *const pool_keys[] = {
-	"name",	      "vhost",	      "queues",		   "count",	  "source",
-	"target",     "activation",   "min",		   "max",	  "cooldown",
-	"scale_up",   "scale_down",   "on_error",	   "fallback",	  "failure_threshold",
-	"stop_signal", "stop_timeout", "container",	   NULL
-};
-static const char *const rule_keys[] = { "stabilization", "max_step", "period", NULL };
-static const char *const container_keys[] = { "image",	 "command", "env",     "network",
-					      "memory",	 "cpus",    "volumes", "labels",
-					      "user",	 "init",    NULL };
+    "name",        "vhost",        "queues",    "count",    "source",
+    "target",      "activation",   "min",       "max",      "cooldown",
+    "scale_up",    "scale_down",   "on_error",  "fallback", "failure_threshold",
+    "stop_signal", "stop_timeout", "container", NULL};
+static const char *const rule_keys[] = {"stabilization", "max_step", "period", NULL};
+static const char *const container_keys[] = {"image",  "command", "env",     "network",
+                                             "memory", "cpus",    "volumes", "labels",
+                                             "user",   "init",    NULL};
 
 static int parse_docker(Parser *p, const config_setting_t *root, Config *c)
 {
@@ -454,14 +454,14 @@ static int parse_docker(Parser *p, const config_setting_t *root, Config *c)
 			return r;
 		if (r > 0 && sock[0] != '/')
 			return fail(p, member(g, "socket"),
-				    "docker.socket: must be an absolute path (got \"%s\")", sock);
+			            "docker.socket: must be an absolute path (got \"%s\")", sock);
 	}
 	c->docker_socket = strdup(sock);
 	return c->docker_socket ? 0 : -ENOMEM;
 }
 
 static int parse_password(Parser *p, const config_setting_t *root, const config_setting_t *g,
-			  Config *c)
+                          Config *c)
 {
 	const config_setting_t *pw = member(g, "password");
 	const config_setting_t *pwf = member(g, "password_file");
@@ -470,8 +470,8 @@ static int parse_password(Parser *p, const config_setting_t *root, const config_
 
 	if (pw && pwf)
 		return fail(p, pwf,
-			    "rabbitmq: password and password_file are both set; use only one "
-			    "(password_file is preferred)");
+		            "rabbitmq: password and password_file are both set; use only one "
+		            "(password_file is preferred)");
 	if (pw) {
 		/* Never echo the value: get_string only reports its type. */
 		if ((r = get_string(p, g, "rabbitmq", "password", &v)) < 0)
@@ -486,16 +486,17 @@ static int parse_password(Parser *p, const config_setting_t *root, const config_
 			return r;
 		if (v[0] != '/')
 			return fail(p, pwf,
-				    "rabbitmq.password_file: must be an absolute path (got \"%s\")",
-				    v);
+			            "rabbitmq.password_file: must be an absolute path (got \"%s\")",
+			            v);
 		r = read_secret(v, &c->rmq_password);
 		if (r == -ENOMEM)
 			return r;
 		if (r < 0)
-			return fail(p, pwf,
-				    "rabbitmq.password_file: cannot read \"%s\": %s; the file must "
-				    "be readable by sluiced and hold the password on its first line",
-				    v, secret_strerror(r));
+			return fail(
+			    p, pwf,
+			    "rabbitmq.password_file: cannot read \"%s\": %s; the file must "
+			    "be readable by sluiced and hold the password on its first line",
+			    v, secret_strerror(r));
 		return 0;
 	}
 
@@ -512,26 +513,26 @@ static int parse_password(Parser *p, const config_setting_t *root, const config_
 			return r;
 		if (r != -ENOENT)
 			return fail(p, g ?: root,
-				    "credential %s: cannot read: %s; it must hold the RabbitMQ "
-				    "password on its first line",
-				    cred, secret_strerror(r));
+			            "credential %s: cannot read: %s; it must hold the RabbitMQ "
+			            "password on its first line",
+			            cred, secret_strerror(r));
 	}
 
 	/* RabbitMQ's own default account; any other user needs a real password. */
 	if (!streq(c->rmq_user, "guest"))
 		return fail(p, g ?: root,
-			    "rabbitmq: no password for user \"%s\"; set password_file, password, "
-			    "or LoadCredential=rabbitmq-password (only user \"guest\" defaults "
-			    "to password \"guest\")",
-			    c->rmq_user);
+		            "rabbitmq: no password for user \"%s\"; set password_file, password, "
+		            "or LoadCredential=rabbitmq-password (only user \"guest\" defaults "
+		            "to password \"guest\")",
+		            c->rmq_user);
 	c->rmq_password = strdup("guest");
 	return c->rmq_password ? 0 : -ENOMEM;
 }
 
 static int parse_rabbitmq(Parser *p, const config_setting_t *root, Config *c)
 {
-	static const char *const http[] = { "http://", "https://", NULL };
-	static const char *const amqp[] = { "amqp://", "amqps://", NULL };
+	static const char *const http[] = {"http://", "https://", NULL};
+	static const char *const amqp[] = {"amqp://", "amqps://", NULL};
 	const config_setting_t *g = config_setting_get_member(root, "rabbitmq");
 	const config_setting_t *tls = NULL;
 	const char *rest;
@@ -552,12 +553,12 @@ static int parse_rabbitmq(Parser *p, const config_setting_t *root, Config *c)
 		return r;
 	if (!url_has_scheme(c->rmq_url, http, &rest) || !*rest || *rest == '/')
 		return fail(p, member(g, "url"),
-			    "rabbitmq.url: must be an http:// or https:// URL with a host, e.g. "
-			    "\"http://127.0.0.1:15672\"");
+		            "rabbitmq.url: must be an http:// or https:// URL with a host, e.g. "
+		            "\"http://127.0.0.1:15672\"");
 	if (url_has_userinfo(rest))
 		return fail(p, member(g, "url"),
-			    "rabbitmq.url: must not carry credentials; use user and "
-			    "password_file");
+		            "rabbitmq.url: must not carry credentials; use user and "
+		            "password_file");
 	n = strlen(c->rmq_url);
 	while (n > 0 && c->rmq_url[n - 1] == '/')
 		c->rmq_url[--n] = '\0';
@@ -565,16 +566,17 @@ static int parse_rabbitmq(Parser *p, const config_setting_t *root, Config *c)
 	if ((r = dup_string(p, g, "rabbitmq", "user", "guest", &c->rmq_user)) < 0)
 		return r;
 
-	if ((r = dup_string(p, g, "rabbitmq", "amqp_url", "amqp://127.0.0.1:5672/", &c->amqp_url)) < 0)
+	if ((r = dup_string(p, g, "rabbitmq", "amqp_url", "amqp://127.0.0.1:5672/", &c->amqp_url)) <
+	    0)
 		return r;
 	if (!url_has_scheme(c->amqp_url, amqp, &rest) || !*rest || *rest == '/')
 		return fail(p, member(g, "amqp_url"),
-			    "rabbitmq.amqp_url: must be an amqp:// or amqps:// URL with a host, "
-			    "e.g. \"amqp://127.0.0.1:5672/\"");
+		            "rabbitmq.amqp_url: must be an amqp:// or amqps:// URL with a host, "
+		            "e.g. \"amqp://127.0.0.1:5672/\"");
 	/* Credentials in the AMQP URL are an inline password too. */
 	if (url_has_password(rest) &&
 	    (r = check_not_world_readable(p, member(g, "amqp_url"),
-					  "a password in rabbitmq.amqp_url")) < 0)
+	                                  "a password in rabbitmq.amqp_url")) < 0)
 		return r;
 
 	if ((r = get_seconds(p, g, "rabbitmq", "timeout", true, &c->rmq_timeout)) < 0)
@@ -585,7 +587,7 @@ static int parse_rabbitmq(Parser *p, const config_setting_t *root, Config *c)
 		const char *ca = NULL;
 
 		if ((r = need_group(p, tls, "rabbitmq.tls",
-				    "tls: { ca_file = \"...\"; verify = true; }")) < 0)
+		                    "tls: { ca_file = \"...\"; verify = true; }")) < 0)
 			return r;
 		if ((r = check_keys(p, tls, tls_keys, "in group rabbitmq.tls")) < 0)
 			return r;
@@ -652,13 +654,13 @@ static int parse_metrics(Parser *p, const config_setting_t *root, Config *c)
 		return r;
 	if (r == 0)
 		return fail(p, g,
-			    "missing required key \"listen\" in group metrics; set listen = "
-			    "\"HOST:PORT\" or remove the group to turn metrics off");
+		            "missing required key \"listen\" in group metrics; set listen = "
+		            "\"HOST:PORT\" or remove the group to turn metrics off");
 	if (!listen_valid(l))
 		return fail(p, member(g, "listen"),
-			    "metrics.listen: must be \"HOST:PORT\" with an IPv4 address, host name "
-			    "or [IPv6] address and a port 1-65535 (got \"%s\")",
-			    l);
+		            "metrics.listen: must be \"HOST:PORT\" with an IPv4 address, host name "
+		            "or [IPv6] address and a port 1-65535 (got \"%s\")",
+		            l);
 	c->metrics_listen = strdup(l);
 	return c->metrics_listen ? 0 : -ENOMEM;
 }
@@ -674,7 +676,7 @@ static bool pool_name_valid(const char *s)
 }
 
 static int parse_rule(Parser *p, const config_setting_t *pool, const char *where, const char *key,
-		      const char *context, ScaleRule *rule)
+                      const char *context, ScaleRule *rule)
 {
 	const config_setting_t *g = config_setting_get_member(pool, key);
 	char kp[KEY_PATH_MAX], ctx[KEY_PATH_MAX];
@@ -740,8 +742,8 @@ static int parse_memory_string(const char *s, int64_t *ret)
 static int parse_memory(Parser *p, const config_setting_t *g, const char *where, int64_t *ret)
 {
 	static const char allowed[] =
-		"bytes as an integer or a string like \"512M\", \"1G\", \"256k\" (k, M, G are "
-		"binary units; optional trailing B), at least 6M (Docker's minimum)";
+	    "bytes as an integer or a string like \"512M\", \"1G\", \"256k\" (k, M, G are "
+	    "binary units; optional trailing B), at least 6M (Docker's minimum)";
 	const config_setting_t *s = config_setting_get_member(g, "memory");
 	char kp[KEY_PATH_MAX];
 	int64_t v;
@@ -759,7 +761,7 @@ static int parse_memory(Parser *p, const config_setting_t *g, const char *where,
 	case CONFIG_TYPE_STRING:
 		if (parse_memory_string(config_setting_get_string(s), &v) < 0 || v < MEMORY_MIN)
 			return fail(p, s, "%s: must be %s (got \"%s\")", kp, allowed,
-				    config_setting_get_string(s));
+			            config_setting_get_string(s));
 		break;
 	default:
 		return fail(p, s, "%s: must be %s (got %s)", kp, allowed, type_name(s));
@@ -778,9 +780,9 @@ static const char *check_env(const char *s)
 
 static bool volume_opts_valid(const char *opts)
 {
-	static const char *const allowed[] = { "ro",	  "rw",	     "z",      "Z",
-					       "shared",  "rshared", "slave",  "rslave",
-					       "private", "rprivate", "nocopy", NULL };
+	static const char *const allowed[] = {"ro",      "rw",       "z",      "Z",
+	                                      "shared",  "rshared",  "slave",  "rslave",
+	                                      "private", "rprivate", "nocopy", NULL};
 	_cleanup_free_ char *copy = strdup(opts);
 	int access = 0;
 	char *save = NULL;
@@ -803,7 +805,7 @@ static bool volume_opts_valid(const char *opts)
 static const char *check_volume(const char *s)
 {
 	static const char why[] = "must be \"/host/path:/container/path\" with an optional "
-				  ":ro or :rw (both paths absolute)";
+	                          ":ro or :rw (both paths absolute)";
 	_cleanup_free_ char *copy = strdup(s);
 	char *dst, *opts;
 
@@ -823,8 +825,7 @@ static const char *check_volume(const char *s)
 
 /* Labels: a group of string values (simple keys) or an array of "KEY=value" strings, which
  * also allows dotted keys such as "com.example.team" that libconfig names cannot hold. */
-static int parse_labels(Parser *p, const config_setting_t *g, const char *where,
-			ContainerSpec *cs)
+static int parse_labels(Parser *p, const config_setting_t *g, const char *where, ContainerSpec *cs)
 {
 	const config_setting_t *s = config_setting_get_member(g, "labels");
 	char kp[KEY_PATH_MAX];
@@ -836,9 +837,9 @@ static int parse_labels(Parser *p, const config_setting_t *g, const char *where,
 	if (!config_setting_is_group(s) && !config_setting_is_array(s) &&
 	    !config_setting_is_list(s))
 		return fail(p, s,
-			    "%s: must be a group { key = \"value\"; ... } or an array of "
-			    "\"key=value\" strings (got %s)",
-			    kp, type_name(s));
+		            "%s: must be a group { key = \"value\"; ... } or an array of "
+		            "\"key=value\" strings (got %s)",
+		            kp, type_name(s));
 	n = config_setting_length(s);
 	if (n == 0)
 		return 0;
@@ -854,9 +855,9 @@ static int parse_labels(Parser *p, const config_setting_t *g, const char *where,
 		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
 			if (config_setting_is_group(s))
 				return fail(p, e, "%s.%s: must be a string (got %s)", kp,
-					    config_setting_name(e), type_name(e));
+				            config_setting_name(e), type_name(e));
 			return fail(p, e, "%s[%d]: must be a \"key=value\" string (got %s)", kp, i,
-				    type_name(e));
+			            type_name(e));
 		}
 		str = config_setting_get_string(e);
 		if (config_setting_is_group(s)) {
@@ -865,10 +866,11 @@ static int parse_labels(Parser *p, const config_setting_t *g, const char *where,
 		} else {
 			eq = strchr(str, '=');
 			if (!eq || eq == str)
-				return fail(p, e,
-					    "%s[%d]: must be \"key=value\" with a non-empty key (got "
-					    "\"%s\")",
-					    kp, i, str);
+				return fail(
+				    p, e,
+				    "%s[%d]: must be \"key=value\" with a non-empty key (got "
+				    "\"%s\")",
+				    kp, i, str);
 			k = strndup(str, (size_t)(eq - str));
 			v = strdup(eq + 1);
 		}
@@ -880,19 +882,20 @@ static int parse_labels(Parser *p, const config_setting_t *g, const char *where,
 		/* sluice's own labels decide ownership; a user label must never forge them. */
 		if (strncmp(k, "io.sluice.", strlen("io.sluice.")) == 0)
 			return fail(p, e,
-				    "%s: key \"%s\" is reserved; keys starting with \"io.sluice.\" "
-				    "belong to sluice",
-				    kp, k);
+			            "%s: key \"%s\" is reserved; keys starting with \"io.sluice.\" "
+			            "belong to sluice",
+			            kp, k);
 		for (int j = 0; j < i; j++)
 			if (streq(cs->label_keys[j], k))
-				return fail(p, e, "%s: duplicate key \"%s\"; each key may appear once",
-					    kp, k);
+				return fail(p, e,
+				            "%s: duplicate key \"%s\"; each key may appear once",
+				            kp, k);
 	}
 	return 0;
 }
 
 static int parse_container(Parser *p, const config_setting_t *pool, const char *where,
-			   const char *context, ContainerSpec *cs)
+                           const char *context, ContainerSpec *cs)
 {
 	const config_setting_t *g = config_setting_get_member(pool, "container");
 	char kp[KEY_PATH_MAX], ctx[KEY_PATH_MAX];
@@ -900,9 +903,9 @@ static int parse_container(Parser *p, const config_setting_t *pool, const char *
 
 	if (!g)
 		return fail(p, pool,
-			    "missing required key \"container\" in %s; set container: { image = "
-			    "\"...\"; ... }",
-			    context);
+		            "missing required key \"container\" in %s; set container: { image = "
+		            "\"...\"; ... }",
+		            context);
 	key_path(kp, sizeof kp, where, "container");
 	snprintf(ctx, sizeof ctx, "in %s container", context);
 	if ((r = need_group(p, g, kp, "container: { image = \"...\"; ... }")) < 0)
@@ -914,7 +917,7 @@ static int parse_container(Parser *p, const config_setting_t *pool, const char *
 		return r;
 	if (!cs->image)
 		return fail(p, g, "missing required key \"image\" %s; set image = \"name:tag\"",
-			    ctx);
+		            ctx);
 	if ((r = get_strv(p, g, kp, "command", true, NULL, &cs->command, &cs->n_command)) < 0)
 		return r;
 	if ((r = get_strv(p, g, kp, "env", false, check_env, &cs->env, &cs->n_env)) < 0)
@@ -924,10 +927,10 @@ static int parse_container(Parser *p, const config_setting_t *pool, const char *
 	if ((r = parse_memory(p, g, kp, &cs->memory)) < 0)
 		return r;
 	if ((r = get_number(p, g, kp, "cpus", 0, true, 1e6, "a number > 0 (CPUs, e.g. 0.5)",
-			    &cs->cpus)) < 0)
+	                    &cs->cpus)) < 0)
 		return r;
-	if ((r = get_strv(p, g, kp, "volumes", false, check_volume, &cs->volumes,
-			  &cs->n_volumes)) < 0)
+	if ((r = get_strv(p, g, kp, "volumes", false, check_volume, &cs->volumes, &cs->n_volumes)) <
+	    0)
 		return r;
 	if ((r = parse_labels(p, g, kp, cs)) < 0)
 		return r;
@@ -938,11 +941,10 @@ static int parse_container(Parser *p, const config_setting_t *pool, const char *
 	return 0;
 }
 
-static int parse_stop_signal(Parser *p, const config_setting_t *pool, const char *where,
-			     char **ret)
+static int parse_stop_signal(Parser *p, const config_setting_t *pool, const char *where, char **ret)
 {
-	static const char *const signals[] = { "SIGTERM", "SIGINT",  "SIGQUIT", "SIGHUP",
-					       "SIGUSR1", "SIGUSR2", "SIGKILL", NULL };
+	static const char *const signals[] = {"SIGTERM", "SIGINT",  "SIGQUIT", "SIGHUP",
+	                                      "SIGUSR1", "SIGUSR2", "SIGKILL", NULL};
 	const char *v = "SIGTERM";
 	char kp[KEY_PATH_MAX], norm[16];
 	int r;
@@ -961,10 +963,11 @@ static int parse_stop_signal(Parser *p, const config_setting_t *pool, const char
 				return *ret ? 0 : -ENOMEM;
 			}
 	}
-	return fail(p, config_setting_get_member(pool, "stop_signal"),
-		    "%s: must be one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL "
-		    "(the SIG prefix is optional) (got \"%s\")",
-		    kp, v);
+	return fail(
+	    p, config_setting_get_member(pool, "stop_signal"),
+	    "%s: must be one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL "
+	    "(the SIG prefix is optional) (got \"%s\")",
+	    kp, v);
 }
 
 static int parse_on_error(Parser *p, const config_setting_t *g, const char *where, PoolConfig *pc)
@@ -982,27 +985,27 @@ static int parse_on_error(Parser *p, const config_setting_t *g, const char *wher
 		return r;
 	if (v && !streq(v, "hold") && !streq(v, "fallback"))
 		return fail(p, oe, "%s: must be \"hold\" or \"fallback\" (got \"%s\")",
-			    key_path(kp, sizeof kp, where, "on_error"), v);
+		            key_path(kp, sizeof kp, where, "on_error"), v);
 	if (v && streq(v, "hold") && fb)
 		return fail(p, fb,
-			    "%s: on_error = \"hold\" and fallback are both set; use one of them",
-			    key_path(kp, sizeof kp, where, "fallback"));
+		            "%s: on_error = \"hold\" and fallback are both set; use one of them",
+		            key_path(kp, sizeof kp, where, "fallback"));
 	if (v && streq(v, "fallback") && !fb)
 		return fail(p, oe, "%s: on_error = \"fallback\" needs fallback = N (workers)",
-			    key_path(kp, sizeof kp, where, "on_error"));
+		            key_path(kp, sizeof kp, where, "on_error"));
 	if (!fb) {
 		if (ft)
 			return fail(p, ft,
-				    "%s: only applies with fallback = N; remove it or set "
-				    "fallback",
-				    key_path(kp, sizeof kp, where, "failure_threshold"));
+			            "%s: only applies with fallback = N; remove it or set "
+			            "fallback",
+			            key_path(kp, sizeof kp, where, "failure_threshold"));
 		return 0;
 	}
 	snprintf(allowed, sizeof allowed, "an integer in [min, max] = [%d, %d]", pc->min, pc->max);
 	if ((r = get_int(p, g, where, "fallback", pc->min, pc->max, allowed, &pc->fallback)) < 0)
 		return r;
 	if ((r = get_int(p, g, where, "failure_threshold", 1, INT_MAX, "an integer >= 1",
-			 &pc->failure_threshold)) < 0)
+	                 &pc->failure_threshold)) < 0)
 		return r;
 	pc->on_error = ON_ERROR_FALLBACK;
 	return 0;
@@ -1018,7 +1021,7 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 	snprintf(where, sizeof where, "pools[%zu]", idx);
 	if (!config_setting_is_group(g))
 		return fail(p, g, "%s: must be a group { name = \"...\"; ... } (got %s)", where,
-			    type_name(g));
+		            type_name(g));
 	if ((r = source_path(p, config_setting_source_file(g), file, sizeof file)) < 0)
 		return fail(p, g, "%s: the path of its file is too long", where);
 	pc->file = strdup(file);
@@ -1043,9 +1046,9 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 		return fail(p, g, "missing required key \"name\" in %s; set name = \"...\"", where);
 	if (!pool_name_valid(name))
 		return fail(p, s,
-			    "%s.name: must match [a-zA-Z0-9][a-zA-Z0-9_.-]* and be at most %d "
-			    "characters (got \"%s\")",
-			    where, POOL_NAME_MAX, name);
+		            "%s.name: must match [a-zA-Z0-9][a-zA-Z0-9_.-]* and be at most %d "
+		            "characters (got \"%s\")",
+		            where, POOL_NAME_MAX, name);
 	if (!(pc->name = strdup(name)))
 		return -ENOMEM;
 
@@ -1055,18 +1058,18 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 		return r;
 	if (r == 0)
 		return fail(p, g,
-			    "missing required key \"queues\" in %s; set queues = [ \"name\", ... ]",
-			    context);
+		            "missing required key \"queues\" in %s; set queues = [ \"name\", ... ]",
+		            context);
 	/* Depth is the sum over queues: a queue listed twice would be counted twice. */
 	for (size_t i = 0; i < pc->n_queues; i++)
 		for (size_t j = 0; j < i; j++)
 			if (streq(pc->queues[i], pc->queues[j]))
 				return fail(p,
-					    config_setting_get_elem(
-						    config_setting_get_member(g, "queues"), (int)i),
-					    "%s.queues[%zu]: queue \"%s\" is listed twice; each "
-					    "queue may appear once",
-					    where, i, pc->queues[i]);
+				            config_setting_get_elem(
+				                config_setting_get_member(g, "queues"), (int)i),
+				            "%s.queues[%zu]: queue \"%s\" is listed twice; each "
+				            "queue may appear once",
+				            where, i, pc->queues[i]);
 
 	v = NULL;
 	if ((r = get_string(p, g, where, "source", &v)) < 0)
@@ -1077,7 +1080,7 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 		pc->source = SOURCE_AMQP;
 	else
 		return fail(p, member(g, "source"),
-			    "%s.source: must be \"management\" or \"amqp\" (got \"%s\")", where, v);
+		            "%s.source: must be \"management\" or \"amqp\" (got \"%s\")", where, v);
 
 	v = NULL;
 	if ((r = get_string(p, g, where, "count", &v)) < 0)
@@ -1090,41 +1093,41 @@ static int parse_pool(Parser *p, const config_setting_t *g, size_t idx, PoolConf
 		pc->count = COUNT_READY_UNACKED;
 	else
 		return fail(p, member(g, "count"),
-			    "%s.count: must be \"ready+unacked\" or \"ready\" (got \"%s\")", where,
-			    v);
+		            "%s.count: must be \"ready+unacked\" or \"ready\" (got \"%s\")", where,
+		            v);
 	if (pc->source == SOURCE_AMQP && pc->count == COUNT_READY_UNACKED)
 		return fail(p, member(g, "count"),
-			    "%s.count: \"ready+unacked\" is not available with source = \"amqp\" "
-			    "(a passive queue.declare reports ready messages only); use count = "
-			    "\"ready\" or source = \"management\"",
-			    where);
+		            "%s.count: \"ready+unacked\" is not available with source = \"amqp\" "
+		            "(a passive queue.declare reports ready messages only); use count = "
+		            "\"ready\" or source = \"management\"",
+		            where);
 
 	pc->target = 10;
 	if ((r = get_number(p, g, where, "target", 0, true, 1e12,
-			    "a number > 0 (messages per worker)", &pc->target)) < 0)
+	                    "a number > 0 (messages per worker)", &pc->target)) < 0)
 		return r;
 	pc->activation = 0;
 	if ((r = get_number(p, g, where, "activation", 0, false, 1e12, "a number >= 0 (messages)",
-			    &pc->activation)) < 0)
+	                    &pc->activation)) < 0)
 		return r;
 	pc->min = 0;
 	if ((r = get_int(p, g, where, "min", 0, INT_MAX, "an integer >= 0", &pc->min)) < 0)
 		return r;
 	pc->max = 10;
-	if ((r = get_int(p, g, where, "max", 1, INT_MAX, "an integer >= 1 and >= min",
-			 &pc->max)) < 0)
+	if ((r = get_int(p, g, where, "max", 1, INT_MAX, "an integer >= 1 and >= min", &pc->max)) <
+	    0)
 		return r;
 	if (pc->max < pc->min) {
 		s = config_setting_get_member(g, "max") ?: config_setting_get_member(g, "min");
 		return fail(p, s, "%s.max: must be an integer >= 1 and >= min (got max %d, min %d)",
-			    where, pc->max, pc->min);
+		            where, pc->max, pc->min);
 	}
 	pc->cooldown = 300;
 	if ((r = get_seconds(p, g, where, "cooldown", false, &pc->cooldown)) < 0)
 		return r;
 
-	pc->up = (ScaleRule){ .stabilization = 0, .max_step = 4, .period = 15 };
-	pc->down = (ScaleRule){ .stabilization = 300, .max_step = 1, .period = 60 };
+	pc->up = (ScaleRule){.stabilization = 0, .max_step = 4, .period = 15};
+	pc->down = (ScaleRule){.stabilization = 300, .max_step = 1, .period = 60};
 	if ((r = parse_rule(p, g, where, "scale_up", context, &pc->up)) < 0)
 		return r;
 	if ((r = parse_rule(p, g, where, "scale_down", context, &pc->down)) < 0)
@@ -1247,13 +1250,13 @@ static int parse_pools(Parser *p, const config_setting_t *root, Config *c)
 
 	if (!l)
 		return fail(p, root,
-			    "missing required key \"pools\" at top level; set pools = ( { name = "
-			    "\"...\"; queues = [ ... ]; container: { image = \"...\"; }; } );");
+		            "missing required key \"pools\" at top level; set pools = ( { name = "
+		            "\"...\"; queues = [ ... ]; container: { image = \"...\"; }; } );");
 	if (!config_setting_is_list(l))
 		return fail(p, l,
-			    "pools: must be a list of pool groups, pools = ( { ... }, { ... } ); "
-			    "(got %s)",
-			    type_name(l));
+		            "pools: must be a list of pool groups, pools = ( { ... }, { ... } ); "
+		            "(got %s)",
+		            type_name(l));
 	n = config_setting_length(l);
 	if (n == 0)
 		return fail(p, l, "pools: must hold at least one pool (got an empty list)");
@@ -1270,11 +1273,11 @@ static int parse_pools(Parser *p, const config_setting_t *root, Config *c)
 		for (int j = 0; j < i; j++)
 			if (streq(c->pools[j].name, pc->name))
 				return fail(p,
-					    config_setting_get_member(config_setting_get_elem(l, i),
-								      "name"),
-					    "pools[%d].name: duplicate pool name \"%s\" (first "
-					    "defined at %s:%d); names must be unique",
-					    i, pc->name, c->pools[j].file, c->pools[j].line);
+				            config_setting_get_member(config_setting_get_elem(l, i),
+				                                      "name"),
+				            "pools[%d].name: duplicate pool name \"%s\" (first "
+				            "defined at %s:%d); names must be unique",
+				            i, pc->name, c->pools[j].file, c->pools[j].line);
 		if ((r = pool_hash(pc)) < 0)
 			return r;
 	}
@@ -1322,7 +1325,7 @@ static void config_destroyp(config_t **cf)
 
 int config_load(const char *path, Config **ret, char **ret_error)
 {
-	Parser p = { .path = path };
+	Parser p = {.path = path};
 	_cleanup_(config_destroyp) config_t *cfp = NULL;
 	_cleanup_free_ char *dir_copy = NULL;
 	Config *c = NULL;
@@ -1362,9 +1365,8 @@ int config_load(const char *path, Config **ret, char **ret_error)
 		}
 		if (source_path(&p, config_error_file(&cf), file, sizeof file) < 0)
 			snprintf(file, sizeof file, "%s", path);
-		if (asprintf(&p.error, "%s:%d: %s%s", file,
-			     config_error_line(&cf), config_error_text(&cf),
-			     syntax_hint(config_error_text(&cf))) < 0)
+		if (asprintf(&p.error, "%s:%d: %s%s", file, config_error_line(&cf),
+		             config_error_text(&cf), syntax_hint(config_error_text(&cf))) < 0)
 			p.error = NULL;
 		r = -EINVAL;
 		goto fail;

@@ -104,7 +104,7 @@ static Config *load_string_ok(const char *text)
 /* Load a config that must fail with R, and check the message: "PATH:LINE: " then FRAGMENT,
  * and never the secret. Returns the message (caller frees). */
 static char *load_fail(const char *path, const char *expect_file, int line, int r_expected,
-		       const char *fragment)
+                       const char *fragment)
 {
 	Config *c = NULL;
 	char *err = NULL, *prefix;
@@ -129,7 +129,7 @@ static char *load_fail(const char *path, const char *expect_file, int line, int 
 }
 
 static const char minimal_pool[] = "pools = ( { name = \"p\"; queues = [ \"q\" ]; "
-				   "container: { image = \"img\"; }; } );\n";
+                                   "container: { image = \"img\"; }; } );\n";
 
 /* ------------------------------------------------------------------------------------------ */
 
@@ -144,8 +144,9 @@ static void test_spec_example_parses_as_given(void **state)
 	Config *c = load_ok(path);
 	const PoolConfig *p;
 	const ContainerSpec *cs;
-	static const char *const command[] = { "celery", "-A", "tasks", "worker", "--loglevel=info",
-					       "--prefetch-multiplier=1", "-n", "{name}@%h" };
+	static const char *const command[] = {
+	    "celery", "-A",       "tasks", "worker", "--loglevel=info", "--prefetch-multiplier=1",
+	    "-n",     "{name}@%h"};
 
 	assert_string_equal(c->path, path);
 	assert_true(c->interval == 5);
@@ -249,8 +250,7 @@ static void test_defaults_applied(void **state)
 	assert_int_equal(p->max, 10);
 	assert_true(p->cooldown == 300);
 	assert_true(p->up.stabilization == 0 && p->up.max_step == 4 && p->up.period == 15);
-	assert_true(p->down.stabilization == 300 && p->down.max_step == 1 &&
-		    p->down.period == 60);
+	assert_true(p->down.stabilization == 300 && p->down.max_step == 1 && p->down.period == 60);
 	assert_int_equal(p->on_error, ON_ERROR_HOLD);
 	assert_int_equal(p->failure_threshold, 3);
 	assert_string_equal(p->stop_signal, "SIGTERM");
@@ -275,12 +275,12 @@ static void test_defaults_applied(void **state)
 static void test_partial_rules_fractions_and_url(void **state)
 {
 	Config *c = load_string_ok("interval = 0.5;\n"
-				   "rabbitmq: { url = \"https://mq.example:15671/\"; timeout = 2; "
-				   "tls: { verify = false; }; };\n"
-				   "pools = ( { name = \"p\"; queues = [ \"a\", \"b\" ];\n"
-				   "  scale_down: { max_step = 2; };\n"
-				   "  stop_timeout = 2.5; cooldown = 0;\n"
-				   "  container: { image = \"img\"; cpus = 2; }; } );\n");
+	                           "rabbitmq: { url = \"https://mq.example:15671/\"; timeout = 2; "
+	                           "tls: { verify = false; }; };\n"
+	                           "pools = ( { name = \"p\"; queues = [ \"a\", \"b\" ];\n"
+	                           "  scale_down: { max_step = 2; };\n"
+	                           "  stop_timeout = 2.5; cooldown = 0;\n"
+	                           "  container: { image = \"img\"; cpus = 2; }; } );\n");
 	const PoolConfig *p = &c->pools[0];
 
 	assert_true(c->interval == 0.5);
@@ -288,8 +288,7 @@ static void test_partial_rules_fractions_and_url(void **state)
 	assert_true(c->rmq_timeout == 2.0);
 	assert_false(c->tls_verify);
 	assert_int_equal(p->n_queues, 2);
-	assert_true(p->down.stabilization == 300 && p->down.max_step == 2 &&
-		    p->down.period == 60);
+	assert_true(p->down.stabilization == 300 && p->down.max_step == 2 && p->down.period == 60);
 	assert_true(p->stop_timeout == 2.5);
 	assert_true(p->cooldown == 0);
 	assert_true(p->container.cpus == 2.0);
@@ -299,8 +298,9 @@ static void test_partial_rules_fractions_and_url(void **state)
 /* Promise: source = "amqp" counts ready messages by default (it cannot see unacked ones). */
 static void test_amqp_source_defaults_to_ready(void **state)
 {
-	Config *c = load_string_ok("pools = ( { name = \"p\"; queues = [ \"q\" ]; source = \"amqp\";"
-				   " container: { image = \"img\"; }; } );\n");
+	Config *c =
+	    load_string_ok("pools = ( { name = \"p\"; queues = [ \"q\" ]; source = \"amqp\";"
+	                   " container: { image = \"img\"; }; } );\n");
 
 	assert_int_equal(c->pools[0].source, SOURCE_AMQP);
 	assert_int_equal(c->pools[0].count, COUNT_READY);
@@ -315,18 +315,19 @@ static void test_amqp_source_defaults_to_ready(void **state)
 static void test_fallback_modes(void **state)
 {
 	static const char *const variants[] = {
-		"fallback = 2; failure_threshold = 5;",
-		"on_error = \"fallback\"; fallback = 2; failure_threshold = 5;",
+	    "fallback = 2; failure_threshold = 5;",
+	    "on_error = \"fallback\"; fallback = 2; failure_threshold = 5;",
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(variants); i++) {
 		_cleanup_free_ char *text = NULL;
 		Config *c;
 
-		assert_true(asprintf(&text,
-				     "pools = ( { name = \"p\"; queues = [ \"q\" ]; min = 1; max = 4; "
-				     "%s container: { image = \"img\"; }; } );\n",
-				     variants[i]) > 0);
+		assert_true(
+		    asprintf(&text,
+		             "pools = ( { name = \"p\"; queues = [ \"q\" ]; min = 1; max = 4; "
+		             "%s container: { image = \"img\"; }; } );\n",
+		             variants[i]) > 0);
 		c = load_string_ok(text);
 		assert_int_equal(c->pools[0].on_error, ON_ERROR_FALLBACK);
 		assert_int_equal(c->pools[0].fallback, 2);
@@ -342,9 +343,9 @@ static void test_stop_signal_normalised(void **state)
 	static const struct {
 		const char *given, *want;
 	} cases[] = {
-		{ "SIGTERM", "SIGTERM" }, { "TERM", "SIGTERM" }, { "sigquit", "SIGQUIT" },
-		{ "INT", "SIGINT" },	  { "HUP", "SIGHUP" },	 { "USR1", "SIGUSR1" },
-		{ "SIGUSR2", "SIGUSR2" }, { "KILL", "SIGKILL" },
+	    {"SIGTERM", "SIGTERM"}, {"TERM", "SIGTERM"}, {"sigquit", "SIGQUIT"},
+	    {"INT", "SIGINT"},      {"HUP", "SIGHUP"},   {"USR1", "SIGUSR1"},
+	    {"SIGUSR2", "SIGUSR2"}, {"KILL", "SIGKILL"},
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -352,9 +353,9 @@ static void test_stop_signal_normalised(void **state)
 		Config *c;
 
 		assert_true(asprintf(&text,
-				     "pools = ( { name = \"p\"; queues = [ \"q\" ]; stop_signal = "
-				     "\"%s\"; container: { image = \"img\"; }; } );\n",
-				     cases[i].given) > 0);
+		                     "pools = ( { name = \"p\"; queues = [ \"q\" ]; stop_signal = "
+		                     "\"%s\"; container: { image = \"img\"; }; } );\n",
+		                     cases[i].given) > 0);
 		c = load_string_ok(text);
 		assert_string_equal(c->pools[0].stop_signal, cases[i].want);
 		config_free(c);
@@ -368,12 +369,10 @@ static void test_memory_sizes(void **state)
 		const char *given;
 		int64_t bytes;
 	} cases[] = {
-		{ "\"512M\"", 512LL << 20 },	    { "\"1G\"", 1LL << 30 },
-		{ "\"8192k\"", 8192LL << 10 },	    { "\"8192K\"", 8192LL << 10 },
-		{ "\"512MB\"", 512LL << 20 },	    { "\"2gb\"", 2LL << 30 },
-		{ "\"1073741824\"", 1LL << 30 },    { "1073741824", 1LL << 30 },
-		{ "\"7340032b\"", 7340032 },	    { "8589934592L", 8LL << 30 },
-		{ "\"6M\"", 6LL << 20 },
+	    {"\"512M\"", 512LL << 20},     {"\"1G\"", 1LL << 30},      {"\"8192k\"", 8192LL << 10},
+	    {"\"8192K\"", 8192LL << 10},   {"\"512MB\"", 512LL << 20}, {"\"2gb\"", 2LL << 30},
+	    {"\"1073741824\"", 1LL << 30}, {"1073741824", 1LL << 30},  {"\"7340032b\"", 7340032},
+	    {"8589934592L", 8LL << 30},    {"\"6M\"", 6LL << 20},
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -381,9 +380,9 @@ static void test_memory_sizes(void **state)
 		Config *c;
 
 		assert_true(asprintf(&text,
-				     "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { "
-				     "image = \"img\"; memory = %s; }; } );\n",
-				     cases[i].given) > 0);
+		                     "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { "
+		                     "image = \"img\"; memory = %s; }; } );\n",
+		                     cases[i].given) > 0);
 		c = load_string_ok(text);
 		assert_int_equal(c->pools[0].container.memory, cases[i].bytes);
 		config_free(c);
@@ -394,10 +393,10 @@ static void test_memory_sizes(void **state)
 static void test_labels_forms(void **state)
 {
 	Config *c = load_string_ok(
-		"pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { image = \"img\";\n"
-		"  labels = [ \"com.example.team=data\", \"empty=\" ]; }; },\n"
-		"  { name = \"p2\"; queues = [ \"q\" ]; container: { image = \"img\";\n"
-		"  labels = { a = \"1\"; b = \"2\"; }; }; } );\n");
+	    "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { image = \"img\";\n"
+	    "  labels = [ \"com.example.team=data\", \"empty=\" ]; }; },\n"
+	    "  { name = \"p2\"; queues = [ \"q\" ]; container: { image = \"img\";\n"
+	    "  labels = { a = \"1\"; b = \"2\"; }; }; } );\n");
 	const ContainerSpec *cs = &c->pools[0].container;
 
 	assert_int_equal(cs->n_labels, 2);
@@ -435,205 +434,199 @@ typedef struct {
 #define GOOD_POOL POOL_OPEN CONTAINER POOL_CLOSE
 
 static const BadCase bad_cases[] = {
-	{ "syntax error is reported at its line", RMQ "interval = ;\n" GOOD_POOL, 2,
-	  "syntax error" },
-	{ "a key given twice is refused", "interval = 5;\ninterval = 6;\n" GOOD_POOL, 2,
-	  "duplicate setting name" },
-	{ "@include of a missing file is refused", "@include \"missing.conf\"\n" GOOD_POOL, 1,
-	  "cannot open include file" },
-	{ "unknown top-level key is refused", RMQ "intervall = 5;\n" GOOD_POOL, 2,
-	  "unknown key \"intervall\" at top level; allowed: interval, docker, rabbitmq, metrics, "
-	  "pools" },
-	{ "unknown key in docker is refused", RMQ "docker: { sock = \"/x\"; };\n" GOOD_POOL, 2,
-	  "unknown key \"sock\" in group docker; allowed: socket" },
-	{ "unknown key in rabbitmq is refused and its value not shown",
-	  "rabbitmq: {\n  user = \"guest\";\n  passwd = \"" SECRET "\";\n};\n" GOOD_POOL, 3,
-	  "unknown key \"passwd\" in group rabbitmq; allowed: url, user, password" },
-	{ "unknown key in rabbitmq.tls is refused",
-	  "rabbitmq: { tls: {\n  verfy = false; }; };\n" GOOD_POOL, 2,
-	  "unknown key \"verfy\" in group rabbitmq.tls; allowed: ca_file, verify" },
-	{ "unknown key in metrics is refused", RMQ "metrics: { port = 9687; };\n" GOOD_POOL, 2,
-	  "unknown key \"port\" in group metrics; allowed: listen" },
-	{ "unknown key in a pool is refused", POOL_WITH("  maxx = 3;\n"), 5,
-	  "unknown key \"maxx\" in pool \"celery\"; allowed: name, vhost, queues, count" },
-	{ "unknown key in scale_up is refused",
-	  POOL_WITH("  scale_up: {\n    stabilization = 1;\n    max_steps = 2;\n  };\n"), 7,
-	  "unknown key \"max_steps\" in pool \"celery\" scale_up; allowed: stabilization, "
-	  "max_step, period" },
-	{ "unknown key in scale_down is refused", POOL_WITH("  scale_down: { cooldown = 2; };\n"),
-	  5, "unknown key \"cooldown\" in pool \"celery\" scale_down" },
-	{ "unknown key in container is refused", CONTAINER_WITH("    mem = \"1G\";\n"), 7,
-	  "unknown key \"mem\" in pool \"celery\" container; allowed: image, command" },
-	{ "interval as a string is refused", RMQ "interval = \"5\";\n" GOOD_POOL, 2,
-	  "interval: must be a number of seconds > 0 and <= 31536000 (got a string)" },
-	{ "interval of 0 is refused", RMQ "interval = 0;\n" GOOD_POOL, 2,
-	  "interval: must be a number of seconds > 0" },
-	{ "an integer given as a float is refused", POOL_WITH("  max = 2.0;\n"), 5,
-	  "pools[0].max: must be an integer >= 1 and >= min (got a float)" },
-	{ "max of 0 is refused", POOL_WITH("  max = 0;\n"), 5,
-	  "pools[0].max: must be an integer >= 1 and >= min (got 0)" },
-	{ "min above max is refused", POOL_WITH("  min = 5;\n  max = 3;\n"), 6,
-	  "pools[0].max: must be an integer >= 1 and >= min (got max 3, min 5)" },
-	{ "negative min is refused", POOL_WITH("  min = -1;\n"), 5,
-	  "pools[0].min: must be an integer >= 0 (got -1)" },
-	{ "target of 0 is refused", POOL_WITH("  target = 0;\n"), 5,
-	  "pools[0].target: must be a number > 0" },
-	{ "negative activation is refused", POOL_WITH("  activation = -1;\n"), 5,
-	  "pools[0].activation: must be a number >= 0" },
-	{ "negative cooldown is refused", POOL_WITH("  cooldown = -5;\n"), 5,
-	  "pools[0].cooldown: must be a number of seconds >= 0" },
-	{ "max_step of 0 is refused", POOL_WITH("  scale_up: { max_step = 0; };\n"), 5,
-	  "pools[0].scale_up.max_step: must be an integer >= 1 (got 0)" },
-	{ "period of 0 is refused", POOL_WITH("  scale_down: {\n    period = 0;\n  };\n"), 6,
-	  "pools[0].scale_down.period: must be a number of seconds > 0" },
-	{ "scale_up that is not a group is refused", POOL_WITH("  scale_up = 4;\n"), 5,
-	  "pools[0].scale_up: must be a group" },
-	{ "bad memory string is refused", CONTAINER_WITH("    memory = \"512Q\";\n"), 7,
-	  "pools[0].container.memory: must be bytes as an integer or a string like \"512M\"" },
-	{ "memory below Docker's minimum is refused", CONTAINER_WITH("    memory = \"1M\";\n"), 7,
-	  "at least 6M (Docker's minimum) (got \"1M\")" },
-	{ "memory as a float is refused", CONTAINER_WITH("    memory = 1.5;\n"), 7,
-	  "(got a float)" },
-	{ "cpus of 0 is refused", CONTAINER_WITH("    cpus = 0;\n"), 7,
-	  "pools[0].container.cpus: must be a number > 0" },
-	{ "unknown stop signal is refused", POOL_WITH("  stop_signal = \"SIGFOO\";\n"), 5,
-	  "pools[0].stop_signal: must be one of SIGTERM, SIGINT" },
-	{ "negative stop_timeout is refused", POOL_WITH("  stop_timeout = -1;\n"), 5,
-	  "pools[0].stop_timeout: must be a number of seconds >= 0" },
-	{ "duplicate pool name is refused",
-	  RMQ "pools = (\n  { name = \"a\"; queues = [ \"q\" ]; container: { image = \"i\"; }; },\n"
-	      "  { name = \"a\"; queues = [ \"q\" ]; container: { image = \"i\"; }; }\n);\n",
-	  4, "pools[1].name: duplicate pool name \"a\" (first defined at " },
-	{ "pool name with a bad first character is refused",
-	  RMQ "pools = ( {\n  name = \"-bad\";\n  queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE, 3,
-	  "pools[0].name: must match [a-zA-Z0-9][a-zA-Z0-9_.-]* and be at most 40 characters "
-	  "(got \"-bad\")" },
-	{ "pool name with a space is refused",
-	  RMQ "pools = ( {\n  name = \"a b\";\n  queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE, 3,
-	  "pools[0].name: must match" },
-	{ "pool name over 40 characters is refused",
-	  RMQ "pools = ( {\n  name = \"a23456789012345678901234567890123456789012\";\n"
-	      "  queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE,
-	  3, "be at most 40 characters" },
-	{ "missing pool name is refused at the pool's line",
-	  RMQ "pools = (\n  {\n    queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE, 3,
-	  "missing required key \"name\" in pools[0]" },
-	{ "missing image is refused at the container's line",
-	  RMQ POOL_OPEN "  container: {\n    network = \"host\";\n  };\n" POOL_CLOSE, 5,
-	  "missing required key \"image\" in pool \"celery\" container" },
-	{ "image of the wrong type is refused",
-	  RMQ POOL_OPEN "  container: {\n    image = 5;\n  };\n" POOL_CLOSE, 6,
-	  "pools[0].container.image: must be a string (got an integer)" },
-	{ "user of the wrong type is refused", CONTAINER_WITH("    user = 1000;\n"), 7,
-	  "pools[0].container.user: must be a string (got an integer)" },
-	{ "missing container is refused at the pool's line",
-	  RMQ POOL_OPEN "  max = 3;\n" POOL_CLOSE, 2,
-	  "missing required key \"container\" in pool \"celery\"" },
-	{ "missing queues is refused at the pool's line",
-	  RMQ "pools = ( {\n  name = \"celery\";\n" CONTAINER POOL_CLOSE, 2,
-	  "missing required key \"queues\" in pool \"celery\"" },
-	{ "empty queues is refused",
-	  RMQ "pools = ( {\n  name = \"celery\";\n  queues = [ ];\n" CONTAINER POOL_CLOSE, 4,
-	  "pools[0].queues: must be a non-empty array of strings" },
-	{ "empty queue name is refused",
-	  RMQ "pools = ( {\n  name = \"celery\";\n  queues = [ \"a\", \"\" ];\n" CONTAINER POOL_CLOSE,
-	  4, "pools[0].queues[1]: must be a non-empty string" },
-	{ "a queue listed twice is refused",
-	  RMQ "pools = ( {\n  name = \"celery\";\n  queues = [ \"a\", \"a\" ];\n" CONTAINER
-	      POOL_CLOSE,
-	  4, "queue \"a\" is listed twice" },
-	{ "queues as a string is refused",
-	  RMQ "pools = ( {\n  name = \"celery\";\n  queues = \"celery\";\n" CONTAINER POOL_CLOSE, 4,
-	  "pools[0].queues: must be an array of strings" },
-	{ "bad count is refused", POOL_WITH("  count = \"unacked\";\n"), 5,
-	  "pools[0].count: must be \"ready+unacked\" or \"ready\" (got \"unacked\")" },
-	{ "bad source is refused", POOL_WITH("  source = \"http\";\n"), 5,
-	  "pools[0].source: must be \"management\" or \"amqp\"" },
-	{ "ready+unacked with source amqp is refused",
-	  POOL_WITH("  source = \"amqp\";\n  count = \"ready+unacked\";\n"), 6,
-	  "\"ready+unacked\" is not available with source = \"amqp\"" },
-	{ "fallback above max is refused", POOL_WITH("  max = 3;\n  fallback = 5;\n"), 6,
-	  "pools[0].fallback: must be an integer in [min, max] = [0, 3] (got 5)" },
-	{ "fallback below min is refused", POOL_WITH("  min = 2;\n  fallback = 1;\n"), 6,
-	  "pools[0].fallback: must be an integer in [min, max] = [2, 10] (got 1)" },
-	{ "on_error hold together with fallback is refused",
-	  POOL_WITH("  on_error = \"hold\";\n  fallback = 1;\n"), 6,
-	  "on_error = \"hold\" and fallback are both set" },
-	{ "on_error fallback without fallback is refused",
-	  POOL_WITH("  on_error = \"fallback\";\n"), 5, "needs fallback = N" },
-	{ "unknown on_error is refused", POOL_WITH("  on_error = \"zero\";\n"), 5,
-	  "pools[0].on_error: must be \"hold\" or \"fallback\" (got \"zero\")" },
-	{ "failure_threshold without fallback is refused",
-	  POOL_WITH("  failure_threshold = 2;\n"), 5, "only applies with fallback = N" },
-	{ "failure_threshold of 0 is refused",
-	  POOL_WITH("  fallback = 1;\n  failure_threshold = 0;\n"), 6,
-	  "pools[0].failure_threshold: must be an integer >= 1 (got 0)" },
-	{ "env entry without = is refused",
-	  CONTAINER_WITH("    env = [ \"A=1\",\n            \"BROKEN\" ];\n"), 8,
-	  "pools[0].container.env[1]: must be \"NAME=value\" with a non-empty NAME (got \"BROKEN\")" },
-	{ "command element of the wrong type is refused",
-	  CONTAINER_WITH("    command = ( \"celery\", 5 );\n"), 7,
-	  "pools[0].container.command[1]: must be a non-empty string (got an integer)" },
-	{ "relative volume source is refused", CONTAINER_WITH("    volumes = [ \"app:/app\" ];\n"),
-	  7, "pools[0].container.volumes[0]: must be \"/host/path:/container/path\"" },
-	{ "volume with bad options is refused",
-	  CONTAINER_WITH("    volumes = [ \"/a:/b:rx\" ];\n"), 7, "(got \"/a:/b:rx\")" },
-	{ "volume with both ro and rw is refused",
-	  CONTAINER_WITH("    volumes = [ \"/a:/b:ro,rw\" ];\n"), 7, "volumes[0]: must be" },
-	{ "a label in sluice's namespace is refused",
-	  CONTAINER_WITH("    labels = [ \"io.sluice.pool=other\" ];\n"), 7,
-	  "key \"io.sluice.pool\" is reserved" },
-	{ "a label that is not a string is refused",
-	  CONTAINER_WITH("    labels = { team = 5; };\n"), 7,
-	  "pools[0].container.labels.team: must be a string (got an integer)" },
-	{ "init that is not a boolean is refused", CONTAINER_WITH("    init = \"yes\";\n"), 7,
-	  "pools[0].container.init: must be true or false (got a string)" },
-	{ "pools that is a group is refused", RMQ "pools = { name = \"x\"; };\n", 2,
-	  "pools: must be a list of pool groups" },
-	{ "empty pools is refused", RMQ "pools = ( );\n", 2, "pools: must hold at least one pool" },
-	{ "missing pools is refused", RMQ, 1, "missing required key \"pools\" at top level" },
-	{ "password and password_file together are refused",
-	  "rabbitmq: {\n  user = \"u\";\n  password = \"" SECRET "\";\n"
-	  "  password_file = \"/etc/x\";\n};\n" GOOD_POOL,
-	  4, "rabbitmq: password and password_file are both set; use only one" },
-	{ "a password of the wrong type is refused without showing it",
-	  "rabbitmq: {\n  user = \"u\";\n  password = " SECRET ";\n};\n" GOOD_POOL, 3,
-	  "rabbitmq.password: must be a string (got an integer)" },
-	{ "an unreadable password file is refused, naming the file",
-	  "rabbitmq: {\n  user = \"u\";\n  password_file = \"/nonexistent/pw\";\n};\n" GOOD_POOL, 3,
-	  "rabbitmq.password_file: cannot read \"/nonexistent/pw\": No such file or directory" },
-	{ "a relative password file is refused",
-	  "rabbitmq: {\n  user = \"u\";\n  password_file = \"pw\";\n};\n" GOOD_POOL, 3,
-	  "rabbitmq.password_file: must be an absolute path" },
-	{ "a user other than guest needs a password",
-	  "\nrabbitmq: {\n  user = \"sluice\";\n};\n" GOOD_POOL, 2,
-	  "rabbitmq: no password for user \"sluice\"" },
-	{ "a non-http management URL is refused",
-	  "rabbitmq: {\n  url = \"ftp://host\";\n};\n" GOOD_POOL, 2,
-	  "rabbitmq.url: must be an http:// or https:// URL" },
-	{ "credentials in the management URL are refused and not shown",
-	  "rabbitmq: {\n  url = \"http://u:" SECRET "@host:15672\";\n};\n" GOOD_POOL, 2,
-	  "rabbitmq.url: must not carry credentials" },
-	{ "a bad amqp_url scheme is refused",
-	  "rabbitmq: {\n  amqp_url = \"http://host:5672/\";\n};\n" GOOD_POOL, 2,
-	  "rabbitmq.amqp_url: must be an amqp:// or amqps:// URL" },
-	{ "a timeout of 0 is refused", "rabbitmq: {\n  timeout = 0;\n};\n" GOOD_POOL, 2,
-	  "rabbitmq.timeout: must be a number of seconds > 0" },
-	{ "tls.verify as a string is refused",
-	  "rabbitmq: { tls: {\n  verify = \"no\"; }; };\n" GOOD_POOL, 2,
-	  "rabbitmq.tls.verify: must be true or false (got a string)" },
-	{ "metrics.listen without a port is refused",
-	  RMQ "metrics: {\n  listen = \"127.0.0.1\";\n};\n" GOOD_POOL, 3,
-	  "metrics.listen: must be \"HOST:PORT\"" },
-	{ "metrics.listen with a port out of range is refused",
-	  RMQ "metrics: {\n  listen = \"127.0.0.1:70000\";\n};\n" GOOD_POOL, 3,
-	  "(got \"127.0.0.1:70000\")" },
-	{ "metrics.listen with an unbracketed IPv6 address is refused",
-	  RMQ "metrics: {\n  listen = \"::1:9687\";\n};\n" GOOD_POOL, 3, "[IPv6]" },
-	{ "a metrics group without listen is refused", RMQ "metrics: { };\n" GOOD_POOL, 2,
-	  "missing required key \"listen\" in group metrics" },
-	{ "a relative docker socket is refused", RMQ "docker: {\n  socket = \"docker.sock\";\n};\n"
-	  GOOD_POOL, 3, "docker.socket: must be an absolute path" },
+    {"syntax error is reported at its line", RMQ "interval = ;\n" GOOD_POOL, 2, "syntax error"},
+    {"a key given twice is refused", "interval = 5;\ninterval = 6;\n" GOOD_POOL, 2,
+     "duplicate setting name"},
+    {"@include of a missing file is refused", "@include \"missing.conf\"\n" GOOD_POOL, 1,
+     "cannot open include file"},
+    {"unknown top-level key is refused", RMQ "intervall = 5;\n" GOOD_POOL, 2,
+     "unknown key \"intervall\" at top level; allowed: interval, docker, rabbitmq, metrics, "
+     "pools"},
+    {"unknown key in docker is refused", RMQ "docker: { sock = \"/x\"; };\n" GOOD_POOL, 2,
+     "unknown key \"sock\" in group docker; allowed: socket"},
+    {"unknown key in rabbitmq is refused and its value not shown",
+     "rabbitmq: {\n  user = \"guest\";\n  passwd = \"" SECRET "\";\n};\n" GOOD_POOL, 3,
+     "unknown key \"passwd\" in group rabbitmq; allowed: url, user, password"},
+    {"unknown key in rabbitmq.tls is refused",
+     "rabbitmq: { tls: {\n  verfy = false; }; };\n" GOOD_POOL, 2,
+     "unknown key \"verfy\" in group rabbitmq.tls; allowed: ca_file, verify"},
+    {"unknown key in metrics is refused", RMQ "metrics: { port = 9687; };\n" GOOD_POOL, 2,
+     "unknown key \"port\" in group metrics; allowed: listen"},
+    {"unknown key in a pool is refused", POOL_WITH("  maxx = 3;\n"), 5,
+     "unknown key \"maxx\" in pool \"celery\"; allowed: name, vhost, queues, count"},
+    {"unknown key in scale_up is refused",
+     POOL_WITH("  scale_up: {\n    stabilization = 1;\n    max_steps = 2;\n  };\n"), 7,
+     "unknown key \"max_steps\" in pool \"celery\" scale_up; allowed: stabilization, "
+     "max_step, period"},
+    {"unknown key in scale_down is refused", POOL_WITH("  scale_down: { cooldown = 2; };\n"), 5,
+     "unknown key \"cooldown\" in pool \"celery\" scale_down"},
+    {"unknown key in container is refused", CONTAINER_WITH("    mem = \"1G\";\n"), 7,
+     "unknown key \"mem\" in pool \"celery\" container; allowed: image, command"},
+    {"interval as a string is refused", RMQ "interval = \"5\";\n" GOOD_POOL, 2,
+     "interval: must be a number of seconds > 0 and <= 31536000 (got a string)"},
+    {"interval of 0 is refused", RMQ "interval = 0;\n" GOOD_POOL, 2,
+     "interval: must be a number of seconds > 0"},
+    {"an integer given as a float is refused", POOL_WITH("  max = 2.0;\n"), 5,
+     "pools[0].max: must be an integer >= 1 and >= min (got a float)"},
+    {"max of 0 is refused", POOL_WITH("  max = 0;\n"), 5,
+     "pools[0].max: must be an integer >= 1 and >= min (got 0)"},
+    {"min above max is refused", POOL_WITH("  min = 5;\n  max = 3;\n"), 6,
+     "pools[0].max: must be an integer >= 1 and >= min (got max 3, min 5)"},
+    {"negative min is refused", POOL_WITH("  min = -1;\n"), 5,
+     "pools[0].min: must be an integer >= 0 (got -1)"},
+    {"target of 0 is refused", POOL_WITH("  target = 0;\n"), 5,
+     "pools[0].target: must be a number > 0"},
+    {"negative activation is refused", POOL_WITH("  activation = -1;\n"), 5,
+     "pools[0].activation: must be a number >= 0"},
+    {"negative cooldown is refused", POOL_WITH("  cooldown = -5;\n"), 5,
+     "pools[0].cooldown: must be a number of seconds >= 0"},
+    {"max_step of 0 is refused", POOL_WITH("  scale_up: { max_step = 0; };\n"), 5,
+     "pools[0].scale_up.max_step: must be an integer >= 1 (got 0)"},
+    {"period of 0 is refused", POOL_WITH("  scale_down: {\n    period = 0;\n  };\n"), 6,
+     "pools[0].scale_down.period: must be a number of seconds > 0"},
+    {"scale_up that is not a group is refused", POOL_WITH("  scale_up = 4;\n"), 5,
+     "pools[0].scale_up: must be a group"},
+    {"bad memory string is refused", CONTAINER_WITH("    memory = \"512Q\";\n"), 7,
+     "pools[0].container.memory: must be bytes as an integer or a string like \"512M\""},
+    {"memory below Docker's minimum is refused", CONTAINER_WITH("    memory = \"1M\";\n"), 7,
+     "at least 6M (Docker's minimum) (got \"1M\")"},
+    {"memory as a float is refused", CONTAINER_WITH("    memory = 1.5;\n"), 7, "(got a float)"},
+    {"cpus of 0 is refused", CONTAINER_WITH("    cpus = 0;\n"), 7,
+     "pools[0].container.cpus: must be a number > 0"},
+    {"unknown stop signal is refused", POOL_WITH("  stop_signal = \"SIGFOO\";\n"), 5,
+     "pools[0].stop_signal: must be one of SIGTERM, SIGINT"},
+    {"negative stop_timeout is refused", POOL_WITH("  stop_timeout = -1;\n"), 5,
+     "pools[0].stop_timeout: must be a number of seconds >= 0"},
+    {"duplicate pool name is refused",
+     RMQ "pools = (\n  { name = \"a\"; queues = [ \"q\" ]; container: { image = \"i\"; }; },\n"
+         "  { name = \"a\"; queues = [ \"q\" ]; container: { image = \"i\"; }; }\n);\n",
+     4, "pools[1].name: duplicate pool name \"a\" (first defined at "},
+    {"pool name with a bad first character is refused",
+     RMQ "pools = ( {\n  name = \"-bad\";\n  queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE, 3,
+     "pools[0].name: must match [a-zA-Z0-9][a-zA-Z0-9_.-]* and be at most 40 characters "
+     "(got \"-bad\")"},
+    {"pool name with a space is refused",
+     RMQ "pools = ( {\n  name = \"a b\";\n  queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE, 3,
+     "pools[0].name: must match"},
+    {"pool name over 40 characters is refused",
+     RMQ "pools = ( {\n  name = \"a23456789012345678901234567890123456789012\";\n"
+         "  queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE,
+     3, "be at most 40 characters"},
+    {"missing pool name is refused at the pool's line",
+     RMQ "pools = (\n  {\n    queues = [ \"q\" ];\n" CONTAINER POOL_CLOSE, 3,
+     "missing required key \"name\" in pools[0]"},
+    {"missing image is refused at the container's line",
+     RMQ POOL_OPEN "  container: {\n    network = \"host\";\n  };\n" POOL_CLOSE, 5,
+     "missing required key \"image\" in pool \"celery\" container"},
+    {"image of the wrong type is refused",
+     RMQ POOL_OPEN "  container: {\n    image = 5;\n  };\n" POOL_CLOSE, 6,
+     "pools[0].container.image: must be a string (got an integer)"},
+    {"user of the wrong type is refused", CONTAINER_WITH("    user = 1000;\n"), 7,
+     "pools[0].container.user: must be a string (got an integer)"},
+    {"missing container is refused at the pool's line", RMQ POOL_OPEN "  max = 3;\n" POOL_CLOSE, 2,
+     "missing required key \"container\" in pool \"celery\""},
+    {"missing queues is refused at the pool's line",
+     RMQ "pools = ( {\n  name = \"celery\";\n" CONTAINER POOL_CLOSE, 2,
+     "missing required key \"queues\" in pool \"celery\""},
+    {"empty queues is refused",
+     RMQ "pools = ( {\n  name = \"celery\";\n  queues = [ ];\n" CONTAINER POOL_CLOSE, 4,
+     "pools[0].queues: must be a non-empty array of strings"},
+    {"empty queue name is refused",
+     RMQ "pools = ( {\n  name = \"celery\";\n  queues = [ \"a\", \"\" ];\n" CONTAINER POOL_CLOSE, 4,
+     "pools[0].queues[1]: must be a non-empty string"},
+    {"a queue listed twice is refused",
+     RMQ "pools = ( {\n  name = \"celery\";\n  queues = [ \"a\", \"a\" ];\n" CONTAINER POOL_CLOSE,
+     4, "queue \"a\" is listed twice"},
+    {"queues as a string is refused",
+     RMQ "pools = ( {\n  name = \"celery\";\n  queues = \"celery\";\n" CONTAINER POOL_CLOSE, 4,
+     "pools[0].queues: must be an array of strings"},
+    {"bad count is refused", POOL_WITH("  count = \"unacked\";\n"), 5,
+     "pools[0].count: must be \"ready+unacked\" or \"ready\" (got \"unacked\")"},
+    {"bad source is refused", POOL_WITH("  source = \"http\";\n"), 5,
+     "pools[0].source: must be \"management\" or \"amqp\""},
+    {"ready+unacked with source amqp is refused",
+     POOL_WITH("  source = \"amqp\";\n  count = \"ready+unacked\";\n"), 6,
+     "\"ready+unacked\" is not available with source = \"amqp\""},
+    {"fallback above max is refused", POOL_WITH("  max = 3;\n  fallback = 5;\n"), 6,
+     "pools[0].fallback: must be an integer in [min, max] = [0, 3] (got 5)"},
+    {"fallback below min is refused", POOL_WITH("  min = 2;\n  fallback = 1;\n"), 6,
+     "pools[0].fallback: must be an integer in [min, max] = [2, 10] (got 1)"},
+    {"on_error hold together with fallback is refused",
+     POOL_WITH("  on_error = \"hold\";\n  fallback = 1;\n"), 6,
+     "on_error = \"hold\" and fallback are both set"},
+    {"on_error fallback without fallback is refused", POOL_WITH("  on_error = \"fallback\";\n"), 5,
+     "needs fallback = N"},
+    {"unknown on_error is refused", POOL_WITH("  on_error = \"zero\";\n"), 5,
+     "pools[0].on_error: must be \"hold\" or \"fallback\" (got \"zero\")"},
+    {"failure_threshold without fallback is refused", POOL_WITH("  failure_threshold = 2;\n"), 5,
+     "only applies with fallback = N"},
+    {"failure_threshold of 0 is refused", POOL_WITH("  fallback = 1;\n  failure_threshold = 0;\n"),
+     6, "pools[0].failure_threshold: must be an integer >= 1 (got 0)"},
+    {"env entry without = is refused",
+     CONTAINER_WITH("    env = [ \"A=1\",\n            \"BROKEN\" ];\n"), 8,
+     "pools[0].container.env[1]: must be \"NAME=value\" with a non-empty NAME (got \"BROKEN\")"},
+    {"command element of the wrong type is refused",
+     CONTAINER_WITH("    command = ( \"celery\", 5 );\n"), 7,
+     "pools[0].container.command[1]: must be a non-empty string (got an integer)"},
+    {"relative volume source is refused", CONTAINER_WITH("    volumes = [ \"app:/app\" ];\n"), 7,
+     "pools[0].container.volumes[0]: must be \"/host/path:/container/path\""},
+    {"volume with bad options is refused", CONTAINER_WITH("    volumes = [ \"/a:/b:rx\" ];\n"), 7,
+     "(got \"/a:/b:rx\")"},
+    {"volume with both ro and rw is refused",
+     CONTAINER_WITH("    volumes = [ \"/a:/b:ro,rw\" ];\n"), 7, "volumes[0]: must be"},
+    {"a label in sluice's namespace is refused",
+     CONTAINER_WITH("    labels = [ \"io.sluice.pool=other\" ];\n"), 7,
+     "key \"io.sluice.pool\" is reserved"},
+    {"a label that is not a string is refused", CONTAINER_WITH("    labels = { team = 5; };\n"), 7,
+     "pools[0].container.labels.team: must be a string (got an integer)"},
+    {"init that is not a boolean is refused", CONTAINER_WITH("    init = \"yes\";\n"), 7,
+     "pools[0].container.init: must be true or false (got a string)"},
+    {"pools that is a group is refused", RMQ "pools = { name = \"x\"; };\n", 2,
+     "pools: must be a list of pool groups"},
+    {"empty pools is refused", RMQ "pools = ( );\n", 2, "pools: must hold at least one pool"},
+    {"missing pools is refused", RMQ, 1, "missing required key \"pools\" at top level"},
+    {"password and password_file together are refused",
+     "rabbitmq: {\n  user = \"u\";\n  password = \"" SECRET "\";\n"
+     "  password_file = \"/etc/x\";\n};\n" GOOD_POOL,
+     4, "rabbitmq: password and password_file are both set; use only one"},
+    {"a password of the wrong type is refused without showing it",
+     "rabbitmq: {\n  user = \"u\";\n  password = " SECRET ";\n};\n" GOOD_POOL, 3,
+     "rabbitmq.password: must be a string (got an integer)"},
+    {"an unreadable password file is refused, naming the file",
+     "rabbitmq: {\n  user = \"u\";\n  password_file = \"/nonexistent/pw\";\n};\n" GOOD_POOL, 3,
+     "rabbitmq.password_file: cannot read \"/nonexistent/pw\": No such file or directory"},
+    {"a relative password file is refused",
+     "rabbitmq: {\n  user = \"u\";\n  password_file = \"pw\";\n};\n" GOOD_POOL, 3,
+     "rabbitmq.password_file: must be an absolute path"},
+    {"a user other than guest needs a password",
+     "\nrabbitmq: {\n  user = \"sluice\";\n};\n" GOOD_POOL, 2,
+     "rabbitmq: no password for user \"sluice\""},
+    {"a non-http management URL is refused", "rabbitmq: {\n  url = \"ftp://host\";\n};\n" GOOD_POOL,
+     2, "rabbitmq.url: must be an http:// or https:// URL"},
+    {"credentials in the management URL are refused and not shown",
+     "rabbitmq: {\n  url = \"http://u:" SECRET "@host:15672\";\n};\n" GOOD_POOL, 2,
+     "rabbitmq.url: must not carry credentials"},
+    {"a bad amqp_url scheme is refused",
+     "rabbitmq: {\n  amqp_url = \"http://host:5672/\";\n};\n" GOOD_POOL, 2,
+     "rabbitmq.amqp_url: must be an amqp:// or amqps:// URL"},
+    {"a timeout of 0 is refused", "rabbitmq: {\n  timeout = 0;\n};\n" GOOD_POOL, 2,
+     "rabbitmq.timeout: must be a number of seconds > 0"},
+    {"tls.verify as a string is refused",
+     "rabbitmq: { tls: {\n  verify = \"no\"; }; };\n" GOOD_POOL, 2,
+     "rabbitmq.tls.verify: must be true or false (got a string)"},
+    {"metrics.listen without a port is refused",
+     RMQ "metrics: {\n  listen = \"127.0.0.1\";\n};\n" GOOD_POOL, 3,
+     "metrics.listen: must be \"HOST:PORT\""},
+    {"metrics.listen with a port out of range is refused",
+     RMQ "metrics: {\n  listen = \"127.0.0.1:70000\";\n};\n" GOOD_POOL, 3,
+     "(got \"127.0.0.1:70000\")"},
+    {"metrics.listen with an unbracketed IPv6 address is refused",
+     RMQ "metrics: {\n  listen = \"::1:9687\";\n};\n" GOOD_POOL, 3, "[IPv6]"},
+    {"a metrics group without listen is refused", RMQ "metrics: { };\n" GOOD_POOL, 2,
+     "missing required key \"listen\" in group metrics"},
+    {"a relative docker socket is refused",
+     RMQ "docker: {\n  socket = \"docker.sock\";\n};\n" GOOD_POOL, 3,
+     "docker.socket: must be an absolute path"},
 };
 
 static void test_bad_config(void **state)
@@ -653,13 +646,13 @@ static void test_inline_password_world_readable_refused(void **state)
 	Config *c;
 
 	assert_true(asprintf(&text, "rabbitmq: {\n  user = \"u\";\n  password = \"%s\";\n};\n%s",
-			     SECRET, minimal_pool) > 0);
+	                     SECRET, minimal_pool) > 0);
 	path = write_file("world.conf", text, 0644);
 	err = load_fail(path, path, 3, -EACCES, "rabbitmq.password is set inline but ");
 	assert_true(asprintf(&want,
-			     "%s:3: rabbitmq.password is set inline but %s is world-readable; "
-			     "chmod o-r %s or use password_file / LoadCredential=rabbitmq-password",
-			     path, path, path) > 0);
+	                     "%s:3: rabbitmq.password is set inline but %s is world-readable; "
+	                     "chmod o-r %s or use password_file / LoadCredential=rabbitmq-password",
+	                     path, path, path) > 0);
 	assert_string_equal(err, want);
 
 	assert_int_equal(chmod(path, 0640), 0);
@@ -676,7 +669,7 @@ static void test_inline_password_in_included_file(void **state)
 	Config *c;
 
 	inc = write_file("secret.inc", "rabbitmq: { user = \"u\"; password = \"" SECRET "\"; };\n",
-			 0604);
+	                 0604);
 	assert_true(asprintf(&text, "# main\n@include \"secret.inc\"\n%s", minimal_pool) > 0);
 	path = write_file("with-secret-include.conf", text, 0600);
 	err = load_fail(path, inc, 1, -EACCES, "is world-readable; chmod o-r ");
@@ -694,10 +687,10 @@ static void test_amqp_url_password_world_readable_refused(void **state)
 	_cleanup_free_ char *path = NULL, *err = NULL;
 
 	path = write_file("amqp-world.conf",
-			  "rabbitmq: {\n  amqp_url = \"amqp://u:" SECRET "@host:5672/\";\n};\n"
-			  "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { image = "
-			  "\"img\"; }; } );\n",
-			  0644);
+	                  "rabbitmq: {\n  amqp_url = \"amqp://u:" SECRET "@host:5672/\";\n};\n"
+	                  "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { image = "
+	                  "\"img\"; }; } );\n",
+	                  0644);
 	err = load_fail(path, path, 2, -EACCES, "a password in rabbitmq.amqp_url is set inline");
 }
 
@@ -707,10 +700,10 @@ static void test_password_file(void **state)
 	static const struct {
 		const char *content, *want;
 	} cases[] = {
-		{ "s3cret\n", "s3cret" },
-		{ "s3cret", "s3cret" },
-		{ "s3cret\r\nsecond line\n", "s3cret" },
-		{ "with spaces inside \n", "with spaces inside " },
+	    {"s3cret\n", "s3cret"},
+	    {"s3cret", "s3cret"},
+	    {"s3cret\r\nsecond line\n", "s3cret"},
+	    {"with spaces inside \n", "with spaces inside "},
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -719,8 +712,8 @@ static void test_password_file(void **state)
 		Config *c;
 
 		assert_true(asprintf(&text,
-				     "rabbitmq: { user = \"u\"; password_file = \"%s\"; };\n%s", pw,
-				     minimal_pool) > 0);
+		                     "rabbitmq: { user = \"u\"; password_file = \"%s\"; };\n%s", pw,
+		                     minimal_pool) > 0);
 		c = load_string_ok(text);
 		assert_string_equal(c->rmq_password, cases[i].want);
 		config_free(c);
@@ -731,8 +724,8 @@ static void test_password_file(void **state)
 		_cleanup_free_ char *text = NULL, *path = NULL, *err = NULL;
 
 		assert_true(asprintf(&text,
-				     "rabbitmq: { user = \"u\";\n  password_file = \"%s\"; };\n%s",
-				     pw, minimal_pool) > 0);
+		                     "rabbitmq: { user = \"u\";\n  password_file = \"%s\"; };\n%s",
+		                     pw, minimal_pool) > 0);
 		path = write_config(text);
 		err = load_fail(path, path, 2, -EINVAL, "its first line is empty");
 	}
@@ -754,8 +747,8 @@ static void test_credentials_directory(void **state)
 	assert_string_equal(c->rmq_password, "guest");
 	config_free(c);
 	path = write_config("rabbitmq: {\n  user = \"sluice\";\n};\n"
-			    "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { image = "
-			    "\"img\"; }; } );\n");
+	                    "pools = ( { name = \"p\"; queues = [ \"q\" ]; container: { image = "
+	                    "\"img\"; }; } );\n");
 	err = load_fail(path, path, 1, -EINVAL, "no password for user \"sluice\"");
 
 	cred = write_file("creds/rabbitmq-password", "from-credential\n", 0400);
@@ -770,8 +763,8 @@ static void test_credentials_directory(void **state)
 		_cleanup_free_ char *text = NULL;
 
 		assert_true(asprintf(&text,
-				     "rabbitmq: { user = \"u\"; password_file = \"%s\"; };\n%s", pw,
-				     minimal_pool) > 0);
+		                     "rabbitmq: { user = \"u\"; password_file = \"%s\"; };\n%s", pw,
+		                     minimal_pool) > 0);
 		c = load_string_ok(text);
 		assert_string_equal(c->rmq_password, "explicit");
 		config_free(c);
@@ -811,8 +804,9 @@ static void test_include_error_names_included_file(void **state)
 	_cleanup_free_ char *sinc = fixture("include/syntax.inc");
 	_cleanup_free_ char *err = NULL, *serr = NULL;
 
-	err = load_fail(path, inc, 4, -EINVAL, "pools[0].max: must be an integer >= 1 and >= min "
-					       "(got 0)");
+	err = load_fail(path, inc, 4, -EINVAL,
+	                "pools[0].max: must be an integer >= 1 and >= min "
+	                "(got 0)");
 	serr = load_fail(spath, sinc, 2, -EINVAL, "syntax error");
 }
 
@@ -824,14 +818,14 @@ static void test_unopenable_config(void **state)
 	assert_true(asprintf(&missing, "%s/does-not-exist.conf", tmpdir) > 0);
 	err1 = load_fail(missing, missing, 0, -ENOENT, "cannot open: No such file or directory");
 	assert_true(strlen(err1) == strlen(missing) + strlen(": cannot open: No such file or "
-							      "directory"));
+	                                                     "directory"));
 	err2 = load_fail(tmpdir, tmpdir, 0, -EISDIR, "cannot open: Is a directory");
 
 	/* root reads anything, so the permission case only means something for other users */
 	if (geteuid() != 0) {
 		_cleanup_free_ char *path = write_file("unreadable.conf", minimal_pool, 0000);
-		_cleanup_free_ char *err3 = load_fail(path, path, 0, -EACCES,
-						      "cannot open: Permission denied");
+		_cleanup_free_ char *err3 =
+		    load_fail(path, path, 0, -EACCES, "cannot open: Permission denied");
 	}
 }
 
@@ -840,43 +834,43 @@ static void test_unopenable_config(void **state)
 static void test_spec_hash(void **state)
 {
 	static const char base[] =
-		"pools = ( { name = \"p\"; queues = [ \"q\" ]; %s\n"
-		"  container: { image = \"%s\"; command = [ %s ]; env = [ %s ];\n"
-		"    labels = { %s }; %s }; } );\n";
+	    "pools = ( { name = \"p\"; queues = [ \"q\" ]; %s\n"
+	    "  container: { image = \"%s\"; command = [ %s ]; env = [ %s ];\n"
+	    "    labels = { %s }; %s }; } );\n";
 	static const struct {
 		const char *pool, *image, *command, *env, *labels, *extra;
 		bool same;
 	} variants[] = {
-		/* [0] is the reference */
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", true },
-		{ "max = 50; min = 1; target = 3; activation = 2; cooldown = 10;", "img:1",
-		  "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", true },
-		{ "scale_up: { max_step = 9; }; on_error = \"hold\";", "img:1",
-		  "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", true },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "b = \"2\"; a = \"1\";", "", true },
-		{ "", "img:2", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", false },
-		{ "", "img:1", "\"celery\", \"beat\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", false },
-		{ "", "img:1", "\"celeryworker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=2\"", "a = \"1\"; b = \"2\";", "", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\", \"B=1\"", "a = \"1\"; b = \"2\";", "",
-		  false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"3\";", "", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
-		  "memory = \"1G\";", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
-		  "cpus = 1.5;", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
-		  "network = \"host\";", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
-		  "volumes = [ \"/a:/b\" ];", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
-		  "user = \"1000\";", false },
-		{ "", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
-		  "init = true;", false },
-		{ "stop_signal = \"SIGINT\";", "img:1", "\"celery\", \"worker\"", "\"A=1\"",
-		  "a = \"1\"; b = \"2\";", "", false },
-		{ "stop_timeout = 30;", "img:1", "\"celery\", \"worker\"", "\"A=1\"",
-		  "a = \"1\"; b = \"2\";", "", false },
+	    /* [0] is the reference */
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", true},
+	    {"max = 50; min = 1; target = 3; activation = 2; cooldown = 10;", "img:1",
+	     "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", true},
+	    {"scale_up: { max_step = 9; }; on_error = \"hold\";", "img:1", "\"celery\", \"worker\"",
+	     "\"A=1\"", "a = \"1\"; b = \"2\";", "", true},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "b = \"2\"; a = \"1\";", "", true},
+	    {"", "img:2", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", false},
+	    {"", "img:1", "\"celery\", \"beat\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", false},
+	    {"", "img:1", "\"celeryworker\"", "\"A=1\"", "a = \"1\"; b = \"2\";", "", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=2\"", "a = \"1\"; b = \"2\";", "", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\", \"B=1\"", "a = \"1\"; b = \"2\";", "",
+	     false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"3\";", "", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
+	     "memory = \"1G\";", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
+	     "cpus = 1.5;", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
+	     "network = \"host\";", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
+	     "volumes = [ \"/a:/b\" ];", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
+	     "user = \"1000\";", false},
+	    {"", "img:1", "\"celery\", \"worker\"", "\"A=1\"", "a = \"1\"; b = \"2\";",
+	     "init = true;", false},
+	    {"stop_signal = \"SIGINT\";", "img:1", "\"celery\", \"worker\"", "\"A=1\"",
+	     "a = \"1\"; b = \"2\";", "", false},
+	    {"stop_timeout = 30;", "img:1", "\"celery\", \"worker\"", "\"A=1\"",
+	     "a = \"1\"; b = \"2\";", "", false},
 	};
 	char ref[17] = "";
 
@@ -885,8 +879,8 @@ static void test_spec_hash(void **state)
 		Config *c;
 
 		assert_true(asprintf(&text, base, variants[i].pool, variants[i].image,
-				     variants[i].command, variants[i].env, variants[i].labels,
-				     variants[i].extra) > 0);
+		                     variants[i].command, variants[i].env, variants[i].labels,
+		                     variants[i].extra) > 0);
 		c = load_string_ok(text);
 		assert_int_equal(strlen(c->pools[0].spec_hash), 16);
 		assert_int_equal(strspn(c->pools[0].spec_hash, "0123456789abcdef"), 16);
@@ -905,8 +899,8 @@ static void test_spec_hash(void **state)
 		Config *c;
 
 		assert_true(asprintf(&text, base, variants[0].pool, variants[0].image,
-				     variants[0].command, variants[0].env, variants[0].labels,
-				     variants[0].extra) > 0);
+		                     variants[0].command, variants[0].env, variants[0].labels,
+		                     variants[0].extra) > 0);
 		c = load_string_ok(text);
 		assert_string_equal(c->pools[0].spec_hash, ref);
 		config_free(c);
@@ -937,24 +931,24 @@ static int group_teardown(void **state)
 int main(void)
 {
 	static const struct CMUnitTest fixed[] = {
-		cmocka_unit_test(test_spec_example_parses_as_given),
-		cmocka_unit_test(test_shipped_example_config_loads),
-		cmocka_unit_test(test_defaults_applied),
-		cmocka_unit_test(test_partial_rules_fractions_and_url),
-		cmocka_unit_test(test_amqp_source_defaults_to_ready),
-		cmocka_unit_test(test_fallback_modes),
-		cmocka_unit_test(test_stop_signal_normalised),
-		cmocka_unit_test(test_memory_sizes),
-		cmocka_unit_test(test_labels_forms),
-		cmocka_unit_test(test_inline_password_world_readable_refused),
-		cmocka_unit_test(test_inline_password_in_included_file),
-		cmocka_unit_test(test_amqp_url_password_world_readable_refused),
-		cmocka_unit_test(test_password_file),
-		cmocka_unit_test(test_credentials_directory),
-		cmocka_unit_test(test_include_relative_to_config),
-		cmocka_unit_test(test_include_error_names_included_file),
-		cmocka_unit_test(test_unopenable_config),
-		cmocka_unit_test(test_spec_hash),
+	    cmocka_unit_test(test_spec_example_parses_as_given),
+	    cmocka_unit_test(test_shipped_example_config_loads),
+	    cmocka_unit_test(test_defaults_applied),
+	    cmocka_unit_test(test_partial_rules_fractions_and_url),
+	    cmocka_unit_test(test_amqp_source_defaults_to_ready),
+	    cmocka_unit_test(test_fallback_modes),
+	    cmocka_unit_test(test_stop_signal_normalised),
+	    cmocka_unit_test(test_memory_sizes),
+	    cmocka_unit_test(test_labels_forms),
+	    cmocka_unit_test(test_inline_password_world_readable_refused),
+	    cmocka_unit_test(test_inline_password_in_included_file),
+	    cmocka_unit_test(test_amqp_url_password_world_readable_refused),
+	    cmocka_unit_test(test_password_file),
+	    cmocka_unit_test(test_credentials_directory),
+	    cmocka_unit_test(test_include_relative_to_config),
+	    cmocka_unit_test(test_include_error_names_included_file),
+	    cmocka_unit_test(test_unopenable_config),
+	    cmocka_unit_test(test_spec_hash),
 	};
 	struct CMUnitTest tests[ELEMENTSOF(fixed) + ELEMENTSOF(bad_cases)];
 	size_t n = 0;
@@ -964,9 +958,9 @@ int main(void)
 	/* One test case per bad config, named after the promise it proves. */
 	for (size_t i = 0; i < ELEMENTSOF(bad_cases); i++)
 		tests[n++] = (struct CMUnitTest){
-			.name = bad_cases[i].name,
-			.test_func = test_bad_config,
-			.initial_state = (void *)&bad_cases[i],
+		    .name = bad_cases[i].name,
+		    .test_func = test_bad_config,
+		    .initial_state = (void *)&bad_cases[i],
 		};
 	return _cmocka_run_group_tests("config", tests, n, group_setup, group_teardown);
 }
