@@ -64,6 +64,7 @@ fi
 
 # ---- build ---------------------------------------------------------------------------
 note "build: autoreconf -fi && ./configure && make -j2"
+mkdir -p m4  # ACLOCAL_AMFLAGS = -I m4; git does not keep empty dirs
 if ! { autoreconf -fi && ./configure --quiet && make -j2; }; then
     build_ok=0
     extra_fail "build failed"
@@ -98,11 +99,12 @@ fi
 # ---- integration tests ---------------------------------------------------------------
 note "integration tests: $PY -m pytest tests/integration"
 tmp=$(mktemp -d /tmp/sluice-test-all.XXXXXX)
-before=$(ls -d /tmp/sluice-bed.* /tmp/sluice-test.* 2>/dev/null | sort)
+# Everything this run's bed creates lives under $tmp/t (TMPDIR), so leftovers are ours to see.
+mkdir -p "$tmp/t" && chmod 755 "$tmp" "$tmp/t"   # the rabbitmq user walks through it
 # pytest gets SIGTERM on timeout; the bed turns it into an orderly teardown
 # shellcheck disable=SC2086
-timeout -k 30 420 "$PY" -m pytest tests/integration -rA -p no:cacheprovider \
-    --junitxml="$tmp/junit.xml" ${PYTEST_ARGS:-}
+TMPDIR="$tmp/t" timeout -k 30 420 "$PY" -m pytest tests/integration -rA -p no:cacheprovider \
+    --basetemp="$tmp/basetemp" --junitxml="$tmp/junit.xml" ${PYTEST_ARGS:-}
 py_rc=$?
 if [ -f "$tmp/junit.xml" ]; then
     read -r i_pass i_fail i_skip < <("$PY" - "$tmp/junit.xml" <<'EOF'
@@ -136,17 +138,17 @@ EOF
 else
     extra_fail "pytest exited $py_rc and wrote no report"
 fi
-rm -rf "$tmp"
-
 # ---- leftovers: the bed must clean up after itself --------------------------------------
-after=$(ls -d /tmp/sluice-bed.* /tmp/sluice-test.* 2>/dev/null | sort)
-new=$(comm -13 <(echo "$before") <(echo "$after") | grep . || true)
-if [ -n "$new" ]; then
-    extra_fail "the test bed left behind: $new"
-    for d in $new; do
-        grep -l "$d" /proc/[0-9]*/cmdline 2>/dev/null | sed 's|/proc/\([0-9]*\)/.*|  pid \1|'
-    done
+left=$(ls -A "$tmp/t" 2>/dev/null)
+# (patterns from a file, so that grep's own command line does not match)
+printf '%s\n' "$tmp/t/" "$tmp/basetemp/" > "$tmp/pat"
+procs=$(grep -l -F -f "$tmp/pat" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | tr '\n' ' ')
+if [ -n "$left" ] || [ -n "$procs" ]; then
+    extra_fail "the test bed left behind: files [${left//$'\n'/ }] processes [$procs]"
 fi
+mounts=$(awk -v p="$tmp/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+[ -z "$mounts" ] || echo "$mounts" | xargs -r -n1 umount -l
+rm -rf "$tmp"
 
 note "done in $(( $(date +%s) - START )) s"
 [ $build_ok = 1 ] || echo "test-all: the build failed" >&2
