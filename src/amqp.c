@@ -9,10 +9,8 @@
 /* Our own header is also called amqp.h and src/ is on the <> search path (-I), so <amqp.h> would
  * find ours. Include librabbitmq's by its path first; its guard (AMQP_H) then makes the library's
  * own #include <amqp.h> lines harmless. With -iquote src instead of -I src, <amqp.h> would do. */
-#ifndef SLUICE_LIBRABBITMQ_HEADER
-#define SLUICE_LIBRABBITMQ_HEADER </usr/include/amqp.h>
-#endif
-#include SLUICE_LIBRABBITMQ_HEADER
+/* librabbitmq's <amqp.h>, not ours: src/ is on the quote path only (-iquote). */
+#include <amqp.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>

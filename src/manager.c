@@ -397,7 +397,6 @@ static void on_inspect_done(int r, const char *error, const DockerContainer *c, 
 	}
 
 	const char *state = c->state ? c->state : "";
-	Pool *p = manager_find_pool(m, op->pool);
 	switch (op->kind) {
 	case ACTION_DRAIN:
 		if (strcmp(state, "running") != 0 && strcmp(state, "paused") != 0) {
@@ -423,25 +422,10 @@ static void on_inspect_done(int r, const char *error, const DockerContainer *c, 
 			op_end(op);
 			return;
 		}
-		if (op->crashed && p) {
-			p->st.errors[ERRKIND_CRASH]++;
-			if (op->early) {
-				p->crashes++;
-				double delay = pool_backoff_delay(p->crashes);
-				p->backoff_until = now_wall() + delay;
-				LogFields f = {.pool = op->pool, .depth = -1, .desired = -1,
-					       .current = -1, .action = "backoff"};
-				log_pool(LOG_WARNING, &f,
-					 "%s: worker %s exited with code %d soon after start (%u in a "
-					 "row); backing off %.0f s before starting another",
-					 op->pool, c->name ? c->name : op->id, c->exit_code, p->crashes,
-					 delay);
-			} else {
-				p->crashes = 0;
-				log_warning("%s: worker %s exited on its own with code %d; replacing it",
-					    op->pool, c->name ? c->name : op->id, c->exit_code);
-			}
-		} else if (c->exit_code == 137)
+		if (op->crashed)
+			log_info("%s: removed %s, which exited on its own (exit code %d)", op->pool,
+				 c->name ? c->name : op->id, c->exit_code);
+		else if (c->exit_code == 137)
 			log_warning("%s: drained worker %s was killed when its grace ran out (exit "
 				    "137); raise stop_timeout above the longest task",
 				    op->pool, c->name ? c->name : op->id);
@@ -737,6 +721,28 @@ static void pool_tick(Manager *m, Pool *p)
 	Decision d = policy_decide(cfg, &p->policy, p->reading, current, mono);
 	p->prev_desired = d.desired;
 
+	/* Crash accounting comes before the plan, so that the replacement of a worker that just
+	 * died is already held back. */
+	for (size_t i = 0; i < view.n; i++) {
+		const Worker *w = &view.workers[i];
+		if (w->state != WORKER_EXITED || w->busy || w->drained)
+			continue;
+		p->st.errors[ERRKIND_CRASH]++;
+		if (wall - w->created < POOL_CRASH_WINDOW_SEC) {
+			p->crashes++;
+			double delay = pool_backoff_delay(p->crashes);
+			p->backoff_until = wall + delay;
+			log_pool(LOG_WARNING,
+				 &(LogFields){.pool = p->name, .depth = -1, .desired = -1,
+					      .current = -1, .action = "backoff"},
+				 "%s: worker %s exited with code %d within %.0f s of its start (%u in a "
+				 "row); backing off %.0f s before starting another",
+				 p->name, w->name ? w->name : w->id, w->exit_code, wall - w->created,
+				 p->crashes, delay);
+		} else
+			p->crashes = 0;
+	}
+
 	bool in_backoff = p->backoff_until > wall;
 	if (!in_backoff && p->crashes > 0 && view.running > 0) {
 		/* A worker that has lived past the crash window proves the spec works. */
@@ -772,6 +778,8 @@ static void pool_tick(Manager *m, Pool *p)
 		const char *dir = plan.to_create > plan.to_drain ? "scale up" : "scale down";
 		if (plan.rolling && d.desired == capacity)
 			dir = "roll";
+		else if (d.desired == current && plan.to_create > 0 && plan.to_drain == 0)
+			dir = "replace"; /* dead workers, not a new decision */
 		f.action = dir;
 		int after = capacity + plan.to_create - plan.to_drain;
 		log_pool(LOG_INFO, &f, "%s%s: %s %d -> %d (depth %s, target %g, desired %d%s%s)",

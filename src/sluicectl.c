@@ -15,7 +15,6 @@
 
 /* The autoconf header (PACKAGE_VERSION). Angle brackets: "config.h" would find src/config.h,
  * the configuration module's header, next to this file. */
-#include <config.h>
 
 #include "macro.h"
 #include "status.h"

@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 /* -I. comes first in automake's include path and ./config.h is autoconf's; name ours. */
-#include "../../src/config.h"
+#include "config.h"
 #include "../../src/macro.h"
 
 /* Appears in every inline password below; no error message may ever contain it. Digits only,
