@@ -853,7 +853,7 @@ _handlers_installed = False
 
 
 def install_signal_handlers():
-    """SIGTERM and SIGHUP raise KeyboardInterrupt (as SIGINT does), so try/finally blocks,
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so try/finally blocks,
     pytest's fixture teardown and atexit all run. Main thread only."""
     global _handlers_installed
     if _handlers_installed or threading.current_thread() is not threading.main_thread():
@@ -862,7 +862,8 @@ def install_signal_handlers():
     def handler(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
 
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a background job of a non-interactive shell starts with SIGINT ignored
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, handler)
     _handlers_installed = True
 
