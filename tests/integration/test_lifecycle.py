@@ -292,13 +292,14 @@ def _spec(c):
 def test_reload_applies_bounds_and_rolls_changed_workers(bed, q, lc):
     """SPEC "systemd" + "Spec changes": SIGHUP applies a new max (the pool grows from 2 to 3)
     and replaces the workers whose io.sluice.spec changed one step at a time, new one up
-    first: never more than max+1 capacity, a new-spec worker runs before the first old-spec
+    first: never more than max+1 capacity, never less than max once reached (no old worker
+    drained before its replacement is up), a new-spec worker runs before the first old-spec
     one is drained, and in the end every worker has the new spec. No task is lost."""
     pool = lc.pool("roll")
     kw = dict(target=1, min=0, max=2, cooldown=120, up=(0, 4, 0.5), down=(120, 1, 1),
               stop_timeout=20)
     bed.declare_queue(q.name)
-    ids = q.publish(16, duration=1.0)
+    ids = q.publish(20, duration=1.0)
     d = lc.start(_conf(bed, q, [_pool(bed, q, pool, **kw)]))
     d.wait_notify("READY=1", 30)
     assert bedmod.wait_for(lambda: len(_running(bed, pool)) == 2, timeout=WAIT), d.log_text()
@@ -348,6 +349,12 @@ def test_reload_applies_bounds_and_rolls_changed_workers(bed, q, lc):
     assert any(any(sp == new and st == "running" for _, st, sp in capacity(s))
                and any(sp in old and st == "running" for _, st, sp in capacity(s))
                for s in samples), "never saw old and new workers side by side"
+    # ... and every later step too: once at the new max (3), the roll never dips below it
+    # (each old worker is drained only after its replacement is up). Without this the first
+    # step alone would be checked, and it is a scale-up anyway.
+    at_max = next(i for i, s in enumerate(samples) if len(capacity(s)) >= 3)
+    dips = [s for s in samples[at_max:] if len(capacity(s)) < 3]
+    assert not dips, dips[0]
     assert q.done() == set(ids)
     assert d.stop() == 0
 
