@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -522,39 +523,30 @@ def test_fallback_after_threshold(bed, q, daemons, proxy):
     assert min(v for _, v in samples) == 1 and samples[-1][1] == 1, [v for _, v in samples]
 
 
-def test_secret_never_logged(bed, q, daemons, proxy, sluicectl_binary):
-    """Secrets never appear in logs, status output or metrics: with --verbose, through a
-    management API that answers 401, 500 (and one that echoes the Authorization header back),
-    neither the RabbitMQ password nor base64("user:password") shows up in the log,
-    status.json, sluicectl status / status --json / explain, metrics, or STATUS= messages."""
+def _secrets_nowhere(bed, q, daemons, proxy, sluicectl_binary, modes):
+    """Run sluiced --verbose through the proxy in each of MODES (a few requests each) and
+    assert the RabbitMQ password and base64("user:password") appear in none of its outputs."""
     pool = pool_name(q, "sec")
     mport = bedmod.free_port({bed.mgmt_port, bed.amqp_port, proxy.port})
     text = with_proxy(sluicecfg.config(bed, [sluicecfg.pool_conf(
         bed, pool, q.name, q.results_dir, max=1)], q.tmpdir, timeout=1.0,
         extra_top='metrics: { listen = "127.0.0.1:%d"; };' % mport), bed, proxy)
-    pw = bed.password
+    pw = bed.password  # random per bed: a canary nothing else prints
     b64 = base64.b64encode(("%s:%s" % (bed.user, pw)).encode()).decode()
-    secrets_ = [pw, b64]
     bed.declare_queue(q.name)
-    proxy.set_mode("401")
+    proxy.set_mode(modes[0])
     d = daemons(text, [pool], extra_args=["--verbose"])
     metrics = []
-    for mode in ("401", "500", "pass"):
+    for mode in modes:
         proxy.set_mode(mode)
         n0 = proxy.count(mode)
         assert wait_for(lambda: proxy.count(mode) >= n0 + 3, timeout=20), d.log_text()[-2000:]
         time.sleep(0.6)  # the tick's answer is logged and written out
-        try:
-            import urllib.request
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
-                metrics.append(r.read().decode(errors="replace"))
-        except OSError as e:
-            pytest.fail("metrics: %r" % e)
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            metrics.append(r.read().decode(errors="replace"))
     # the secret was really in play: the proxy saw it on every request
     assert proxy.auth_headers == {"Basic " + b64}, proxy.auth_headers
     log = d.log_text()
-    assert re.search(r"HTTP 401", log) and re.search(r"HTTP 500", log), log[-2000:]
-
     env = dict(os.environ, RUNTIME_DIRECTORY=d.runtime_dir)
     outs = {"log": log, "metrics": "\n".join(metrics), "notify": "\n".join(d.messages())}
     with open(os.path.join(d.runtime_dir, "status.json")) as f:
@@ -565,5 +557,26 @@ def test_secret_never_logged(bed, q, daemons, proxy, sluicectl_binary):
         assert r.returncode == 0, (args, r.stdout, r.stderr)
         outs["sluicectl " + " ".join(args)] = r.stdout + r.stderr
     for where, out in outs.items():
-        for s in secrets_:
-            assert s not in out, "secret %r found in %s" % (s[:4] + "...", where)
+        for sec in (pw, b64):
+            assert sec not in out, "secret %r found in %s" % (sec[:4] + "...", where)
+    return log
+
+
+def test_secret_never_logged(bed, q, daemons, proxy, sluicectl_binary):
+    """Secrets never appear in logs, status output or metrics: with --verbose, through a
+    management API that answers 401 and 500 (then passes), neither the RabbitMQ password nor
+    base64("user:password") shows up in the log, status.json, sluicectl status / status --json
+    / explain, metrics, or STATUS= messages."""
+    log = _secrets_nowhere(bed, q, daemons, proxy, sluicectl_binary, ("401", "500", "pass"))
+    assert re.search(r"HTTP 401", log) and re.search(r"HTTP 500", log), log[-2000:]
+
+
+@pytest.mark.xfail(strict=True, reason="daemon bug: rabbitmq.c error_excerpt() masks only the "
+                   "raw password, so an error body that echoes the Authorization header puts "
+                   "base64(user:password) into the log, status.json and sluicectl")
+def test_secret_echoed_by_the_server_is_masked(bed, q, daemons, proxy, sluicectl_binary):
+    """Secrets never appear in error messages, even when what answers (a misconfigured
+    middlebox in front of the management API) reflects the Authorization header into its
+    HTTP 500 error body, which sluiced quotes in its log and status."""
+    log = _secrets_nowhere(bed, q, daemons, proxy, sluicectl_binary, ("echo",))
+    assert re.search(r"HTTP 500", log), log[-2000:]
