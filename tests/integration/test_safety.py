@@ -322,7 +322,7 @@ def test_foreign_container_holding_a_slot_name_does_not_block_the_pool(bed, q, d
     bed.declare_queue(q.name)
     q.publish(4, duration=10.0)
     d = daemons(text, [pool])
-    ok = wait_for(lambda: len(capacity(pool_containers(bed, pool))) == 2, timeout=20)
+    ok = wait_for(lambda: len(capacity(pool_containers(bed, pool))) == 2, timeout=15)
     c = bed.inspect(decoy)
     assert c and c["State"]["Running"] and c["State"]["StartedAt"] == started
     assert ok, d.log_text()[-2000:]
