@@ -162,7 +162,7 @@ def test_backlog_grows_to_max_then_back_to_zero(bed, q, scaler, sluicectl_binary
     (0) through the scale-down policy, max_step 1 per period (passing through every count,
     never N -> 0 in one tick), and to zero only after `cooldown` seconds without backlog.
     Also: `sluicectl status` shows the pool's row."""
-    pool, mx, cooldown = _pool_name("backlog"), 3, 6.0
+    pool, mx, cooldown = _pool_name("backlog"), 3, 10.0
     bed.declare_queue(q.name)
     conf = pool_conf(bed, pool, q.name, q.results_dir, target=10, min=0, max=mx,
                      cooldown=cooldown, up=(0, 4, 1), down=(1, 1, 2), stop_timeout=10)
