@@ -50,6 +50,9 @@ typedef struct {
 	size_t n_busy;
 	char **draining; /* ids whose drain began (until the operation ends) */
 	size_t n_draining;
+	unsigned *reserved; /* slots whose name a foreign container holds (create got 409) */
+	double *reserved_until; /* wall-clock */
+	size_t n_reserved;
 	unsigned crashes; /* consecutive early crashes */
 	double backoff_until; /* wall-clock */
 
@@ -166,6 +169,8 @@ static Pool *pool_free(Pool *p)
 	free(p->pending);
 	strv_free_n(p->busy, p->n_busy);
 	strv_free_n(p->draining, p->n_draining);
+	free(p->reserved);
+	free(p->reserved_until);
 	free(p->reading_error);
 	pool_status_clear(&p->st);
 	free(p);
@@ -215,6 +220,38 @@ static void pending_prune(Pool *p, double list_started)
 		if (p->pending[i].done_at > 0 && p->pending[i].done_at < list_started) {
 			free(p->pending[i].name);
 			p->pending[i] = p->pending[--p->n_pending];
+		} else
+			i++;
+}
+
+/* How long a slot stays skipped after its name turned out to be taken by a foreign container. */
+#define RESERVE_SEC 600.0
+
+static void pool_reserve(Pool *p, unsigned index, double until)
+{
+	for (size_t i = 0; i < p->n_reserved; i++)
+		if (p->reserved[i] == index) {
+			p->reserved_until[i] = until;
+			return;
+		}
+	unsigned *r = realloc(p->reserved, (p->n_reserved + 1) * sizeof(unsigned));
+	if (!r)
+		return;
+	p->reserved = r;
+	double *u = realloc(p->reserved_until, (p->n_reserved + 1) * sizeof(double));
+	if (!u)
+		return;
+	p->reserved_until = u;
+	p->reserved[p->n_reserved] = index;
+	p->reserved_until[p->n_reserved++] = until;
+}
+
+static void pool_reserve_prune(Pool *p, double wall)
+{
+	for (size_t i = 0; i < p->n_reserved;)
+		if (p->reserved_until[i] <= wall) {
+			p->reserved[i] = p->reserved[--p->n_reserved];
+			p->reserved_until[i] = p->reserved_until[p->n_reserved];
 		} else
 			i++;
 }
@@ -315,10 +352,15 @@ static void on_create_done(int r, const char *error, const char *id, void *userd
 				p->backoff_until = now_wall() + pool_backoff_delay(p->crashes);
 			}
 		}
-		if (r == -EEXIST)
-			log_info("%s: %s already exists; adopting it on the next tick", op->pool,
-				 op->name);
-		else
+		if (r == -EEXIST) {
+			/* Ours would have been listed (and adopted); this name is held by a
+			 * container without our labels. Skip its slot for a while. */
+			if (p)
+				pool_reserve(p, op->index, now_wall() + RESERVE_SEC);
+			log_warning("%s: the name %s is taken by a container sluice does not own; "
+				    "skipping slot %u for %.0f s",
+				    op->pool, op->name, op->index, RESERVE_SEC);
+		} else
 			op_fail(op, "create", error);
 		free(op->name);
 		op->name = NULL;
@@ -715,6 +757,9 @@ static void pool_tick(Manager *m, Pool *p)
 	free(pc);
 	if (r < 0)
 		return;
+	pool_reserve_prune(p, wall);
+	view.reserved = p->reserved;
+	view.n_reserved = p->n_reserved;
 
 	int capacity = view.running + view.starting;
 	int current = p->prev_desired >= 0 ? p->prev_desired : capacity;

@@ -181,6 +181,9 @@ static bool index_used(const PoolView *v, const Plan *plan, unsigned idx)
 	for (size_t i = 0; i < v->n; i++)
 		if (v->workers[i].index == idx)
 			return true;
+	for (size_t i = 0; i < v->n_reserved; i++)
+		if (v->reserved[i] == idx)
+			return true;
 	for (size_t i = 0; i < plan->n; i++)
 		if (plan->actions[i].kind == ACTION_CREATE && plan->actions[i].index == idx)
 			return true;

@@ -56,6 +56,10 @@ typedef struct {
 	size_t n;
 	int running, starting, draining, exited;
 	int fresh, outdated; /* capacity (running + starting) by spec */
+	/* Slots whose name is held by a container sluice does not own (a create got 409):
+	 * never planned. Set by the caller after pool_observe(); borrowed. */
+	const unsigned *reserved;
+	size_t n_reserved;
 } PoolView;
 
 typedef enum {

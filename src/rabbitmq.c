@@ -46,6 +46,7 @@ struct Rabbit {
 	char *url;
 	char *user;
 	char *password;
+	char *basic_token; /* base64(user:password): masked if a server echoes it */
 	char *ca_file;
 	bool verify;
 	double timeout;
@@ -288,7 +289,43 @@ static int seen_apply(Seen **seen, size_t *n_seen, const char *vhost, QueueDepth
 /* A short, printable excerpt of an error body: the "reason" of RabbitMQ's JSON error object if
  * there is one, else the first bytes; never longer than RABBIT_EXCERPT_MAX, and any occurrence
  * of SECRET is masked (the broker does not echo it; this is belt and braces). */
-static void error_excerpt(const char *body, size_t len, const char *secret, char *buf, size_t size)
+static void mask_all(char *s, const char *secret)
+{
+	if (!secret || !*secret)
+		return;
+	size_t sl = strlen(secret);
+	for (char *p = strstr(s, secret); p; p = strstr(p + sl, secret))
+		memset(p, '*', sl);
+}
+
+/* Base64 of S (for the Basic-auth token the server might echo back). Caller frees. */
+static char *base64(const char *s)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(4 * ((n + 2) / 3) + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned char)s[i] << 16;
+		if (i + 1 < n)
+			v |= (unsigned char)s[i + 1] << 8;
+		if (i + 2 < n)
+			v |= (unsigned char)s[i + 2];
+		out[o++] = tab[(v >> 18) & 63];
+		out[o++] = tab[(v >> 12) & 63];
+		out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < n ? tab[v & 63] : '=';
+	}
+	out[o] = 0;
+	return out;
+}
+
+/* A short, printable excerpt of an error body for the log. Secrets are masked over the whole
+ * text before it is cut, so a secret straddling the cut cannot leak its first characters; any
+ * "Basic <token>" the server echoes is masked whoever it belongs to. */
+static void error_excerpt_masked(const char *body, size_t len, const char *const *secrets,
+				 size_t n_secrets, char *buf, size_t size)
 {
 	json_t *root = json_loadb(body ? body : "", body ? len : 0, 0, NULL);
 	const char *src = body ? body : "";
@@ -299,20 +336,39 @@ static void error_excerpt(const char *body, size_t len, const char *secret, char
 		src = json_string_value(reason);
 		srclen = strlen(src);
 	}
-	size_t o = 0;
-	for (size_t i = 0; i < srclen && o + 1 < size && o < RABBIT_EXCERPT_MAX; i++) {
-		unsigned char c = (unsigned char)src[i];
-		buf[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : ' ';
+	char *t = malloc(srclen + 1);
+	if (!t) {
+		snprintf(buf, size, "(error body unavailable)");
+		json_decref(root);
+		return;
 	}
+	for (size_t i = 0; i < srclen; i++) {
+		unsigned char c = (unsigned char)src[i];
+		t[i] = (c >= 0x20 && c < 0x7f) ? (char)c : ' ';
+	}
+	t[srclen] = 0;
+	json_decref(root);
+
+	for (size_t i = 0; i < n_secrets; i++)
+		mask_all(t, secrets[i]);
+	for (char *p = strcasestr(t, "Basic "); p; p = strcasestr(p + 6, "Basic "))
+		for (char *q = p + 6; *q && *q != ' ' && *q != '"' && *q != ','; q++)
+			*q = '*';
+
+	size_t o = 0;
+	for (; o < srclen && o + 1 < size && o < RABBIT_EXCERPT_MAX; o++)
+		buf[o] = t[o];
 	buf[o] = 0;
 	while (o > 0 && buf[o - 1] == ' ')
 		buf[--o] = 0;
-	if (secret && *secret) {
-		size_t sl = strlen(secret);
-		for (char *p = strstr(buf, secret); p; p = strstr(p + sl, secret))
-			memset(p, '*', sl);
-	}
-	json_decref(root);
+	free(t);
+}
+
+_unused_ static void error_excerpt(const char *body, size_t len, const char *secret, char *buf,
+				    size_t size)
+{
+	const char *secrets[] = {secret};
+	error_excerpt_masked(body, len, secrets, secret ? 1 : 0, buf, size);
 }
 
 /* ---- the client ---- */
@@ -328,6 +384,13 @@ int rabbit_new(Http *h, const Config *c, Rabbit **ret)
 	r->url = strdup(c->rmq_url);
 	r->user = c->rmq_user ? strdup(c->rmq_user) : NULL;
 	r->password = c->rmq_password ? strdup(c->rmq_password) : NULL;
+	if (r->user && r->password) {
+		_cleanup_free_ char *up = NULL;
+		if (asprintf(&up, "%s:%s", r->user, r->password) >= 0) {
+			r->basic_token = base64(up);
+			explicit_bzero(up, strlen(up));
+		}
+	}
 	r->ca_file = c->tls_ca_file ? strdup(c->tls_ca_file) : NULL;
 	r->verify = c->tls_verify;
 	r->timeout = c->rmq_timeout > 0 ? c->rmq_timeout : 3.0;
@@ -387,6 +450,7 @@ Rabbit *rabbit_free(Rabbit *r)
 	free(r->url);
 	free(r->user);
 	secret_free(r->password);
+	secret_free(r->basic_token);
 	free(r->ca_file);
 	free(r);
 	return NULL;
@@ -457,7 +521,9 @@ static void on_http(const HttpResponse *resp, void *userdata)
 		return;
 	}
 	if (resp->status < 200 || resp->status > 299) {
-		error_excerpt(resp->body, resp->body_len, q->rabbit->password, ex, sizeof ex);
+		const char *secrets[] = {q->rabbit->password, q->rabbit->basic_token};
+		error_excerpt_masked(resp->body, resp->body_len, secrets, ELEMENTSOF(secrets), ex,
+				     sizeof ex);
 		snprintf(msg, sizeof msg, "HTTP %ld from management API%s%s", resp->status,
 			 ex[0] ? ": " : "", ex);
 		query_finish(q, -EIO, msg);

@@ -307,9 +307,6 @@ def test_foreign_containers_never_touched(bed, q, daemons):
     assert acts.count("create") >= 3 and acts.count("destroy") >= 3, acts
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a create that fails with 409 (name taken "
-                   "by a foreign container) is retried on the same slot every tick; the slot is "
-                   "never skipped, so the pool stays below desired")
 def test_foreign_container_holding_a_slot_name_does_not_block_the_pool(bed, q, daemons):
     """Ownership without harm: a foreign container that happens to hold the name of one of the
     pool's slots (sluice-<pool>-1, pool label only) is left alone, and the pool still reaches
@@ -592,9 +589,6 @@ def test_secret_never_logged(bed, q, daemons, proxy, sluicectl_binary):
     assert re.search(r"HTTP 401", log) and re.search(r"HTTP 500", log), log[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: rabbitmq.c error_excerpt() masks only the "
-                   "raw password, so an error body that echoes the Authorization header puts "
-                   "base64(user:password) into the log, status.json and sluicectl")
 def test_secret_echoed_by_the_server_is_masked(bed, q, daemons, proxy, sluicectl_binary):
     """Secrets never appear in error messages, even when what answers (a misconfigured
     middlebox in front of the management API) reflects the Authorization header into its

@@ -395,6 +395,24 @@ static void test_crash_recovery(void **state)
 	pool_view_free(&v);
 }
 
+/* Promise: a slot whose name a foreign container holds is skipped, not retried every tick. */
+static void test_reserved_slot_skipped(void **state)
+{
+	PoolConfig p = pool_cfg();
+	PoolView v;
+	Plan plan;
+	unsigned reserved[] = {1, 3};
+	assert_int_equal(pool_observe(&p, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NOW, &v), 0);
+	v.reserved = reserved;
+	v.n_reserved = 2;
+	assert_int_equal(pool_plan(&p, &v, 2, false, NOW, &plan), 0);
+	assert_int_equal(count_kind(&plan, ACTION_CREATE), 2);
+	assert_int_equal(plan.actions[0].index, 2);
+	assert_int_equal(plan.actions[1].index, 4);
+	plan_free(&plan);
+	pool_view_free(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -409,6 +427,7 @@ int main(void)
 		cmocka_unit_test(test_rolling_update),
 		cmocka_unit_test(test_pending_create_counts),
 		cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_reserved_slot_skipped),
 	};
 	return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }

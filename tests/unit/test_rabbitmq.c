@@ -314,6 +314,36 @@ static void test_error_excerpt(void **state)
 
 	error_excerpt(NULL, 0, NULL, buf, sizeof buf);
 	assert_string_equal(buf, "");
+
+	/* A secret cut by the excerpt's end must not leak its first characters: masking comes
+	 * before cutting. */
+	char cut[RABBIT_EXCERPT_MAX + 32];
+	memset(cut, 'y', RABBIT_EXCERPT_MAX - 3);
+	strcpy(cut + RABBIT_EXCERPT_MAX - 3, "s3cret tail");
+	error_excerpt(cut, strlen(cut), "s3cret", buf, sizeof buf);
+	assert_null(strstr(buf, "s3c"));
+
+	/* A server echoing the Authorization header gets its Basic token masked (the token is
+	 * base64 of user:password, as readable as the password itself). */
+	static const char echo[] = "rejected header Authorization: Basic c2x1aWNlOnMzY3JldA== now";
+	const char *secrets[] = {"s3cret", "c2x1aWNlOnMzY3JldA=="};
+	error_excerpt_masked(echo, strlen(echo), secrets, 2, buf, sizeof buf);
+	assert_null(strstr(buf, "c2x1aWNlOnMzY3JldA"));
+	assert_non_null(strstr(buf, "now"));
+	error_excerpt(echo, strlen(echo), NULL, buf, sizeof buf);
+	assert_null(strstr(buf, "c2x1aWNlOnMzY3JldA"));
+}
+
+/* Promise: the Basic token sluice sends is the base64 of user:password (what gets masked). */
+static void test_basic_token(void **state)
+{
+	(void)state;
+	char *t = base64("sluice:s3cret");
+	assert_string_equal(t, "c2x1aWNlOnMzY3JldA==");
+	free(t);
+	t = base64("ab");
+	assert_string_equal(t, "YWI=");
+	free(t);
 }
 
 /* ---- end to end: rabbit_query over Http on sd-event against a local server ---- */
@@ -588,6 +618,7 @@ int main(void)
 		cmocka_unit_test(test_first_seen),
 		cmocka_unit_test(test_regex_escape),
 		cmocka_unit_test(test_error_excerpt),
+		cmocka_unit_test(test_basic_token),
 		cmocka_unit_test(test_query_pages),
 		cmocka_unit_test(test_query_first_seen),
 		cmocka_unit_test(test_query_errors),
