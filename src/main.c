@@ -80,8 +80,9 @@ int main(int argc, char *argv[])
 	_cleanup_free_ char *err = NULL;
 	int r = config_load(o.config_path, &config, &err);
 	if (r < 0) {
-		/* The FILE:LINE message, bare, so that editors and tests can parse it. */
-		fprintf(stderr, "<3>%s\n", err ? err : strerror(-r));
+		/* FILE:LINE: message. With -t it is for a person (or an editor) and goes out bare;
+		 * as a daemon it carries the priority prefix for journald like every log line. */
+		fprintf(stderr, "%s%s\n", check ? "" : "<3>", err ? err : strerror(-r));
 		return EX_CONFIG;
 	}
 	if (check) {
