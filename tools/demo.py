@@ -3,8 +3,8 @@
 
 Run it through tools/demo.sh (which installs packages and builds sluice first):
 
-    sudo tools/demo.sh                   # until Ctrl-C
-    sudo tools/demo.sh --duration 90     # 90 s, then clean up and exit
+    tools/demo.sh                   # until Ctrl-C
+    tools/demo.sh --duration 90     # 90 s, then clean up and exit
 
 It brings up a private Docker Engine and a private RabbitMQ (tests/integration/bed.py, loopback
 only), writes a demo sluice.conf (pool "demo", queue "demo"), runs src/sluiced on it as a child

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The demo: sudo tools/demo.sh [--duration SECONDS] [--docker-socket PATH]
+# The demo (as root): tools/demo.sh [--duration SECONDS] [--docker-socket PATH]
 #                              [--rabbitmq-url URL --rabbitmq-user U --rabbitmq-password-file F
 #                               [--amqp-url URL]] [--burst-every S] [--plain] [--seed N]
 #

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The test command: sudo tools/test-all.sh
+# The test command (as root): tools/test-all.sh
 #
 # On Debian 12 as root: installs what is missing, builds in tree, runs the unit tests
 # (make check) and the integration tests (Debian's pytest against a private dockerd,
