@@ -28,8 +28,8 @@
 #define PACKAGE_VERSION "dev"
 #endif
 
-/* How long a Docker list may take before the tick gives up on it. */
-#define DOCKER_LIST_TIMEOUT_SEC 10.0
+/* While a pool's depth stays unknown for the same reason, its warning is repeated this often. */
+#define UNKNOWN_REPEAT_SEC 300.0
 
 typedef struct {
 	char *name;
@@ -63,6 +63,9 @@ typedef struct {
 	double poll_latency;
 	double depth_time; /* wall-clock of the last valid reading */
 	double last_depth;
+
+	char *unknown_logged;      /* the last "depth unknown" line logged, while it lasts */
+	double unknown_logged_at;  /* monotonic */
 
 	PoolStatus st; /* counters and last action persist across ticks */
 } Pool;
@@ -172,6 +175,7 @@ static Pool *pool_free(Pool *p)
 	free(p->reserved);
 	free(p->reserved_until);
 	free(p->reading_error);
+	free(p->unknown_logged);
 	pool_status_clear(&p->st);
 	free(p);
 	return NULL;
@@ -814,10 +818,28 @@ static void pool_tick(Manager *m, Pool *p)
 		       .desired = d.desired,
 		       .current = capacity};
 
-	if (!p->reading.valid)
-		log_pool(LOG_WARNING, &f, "%s: depth unknown (%s); %s %d workers", p->name,
-			 p->reading_error ? p->reading_error : "no reading",
+	/* An outage is logged when it starts, when its cause or the action changes, and then
+	 * every few minutes, not every tick: the journal must stay readable. */
+	if (!p->reading.valid) {
+		/* Same kind of error, same action: a repeat (a timeout's text changes each time). */
+		char key[64];
+		snprintf(key, sizeof key, "%d/%d/%d", (int)p->reading_errkind, (int)d.guard,
+			 d.desired);
+		bool repeat = p->unknown_logged && strcmp(p->unknown_logged, key) == 0 &&
+			      mono - p->unknown_logged_at < UNKNOWN_REPEAT_SEC;
+		log_pool(repeat ? LOG_DEBUG : LOG_WARNING, &f, "%s: depth unknown (%s); %s %d workers",
+			 p->name, p->reading_error ? p->reading_error : "no reading",
 			 d.guard == GUARD_FALLBACK ? "fallback to" : "holding", d.desired);
+		if (!repeat) {
+			free(p->unknown_logged);
+			p->unknown_logged = strdup(key);
+			p->unknown_logged_at = mono;
+		}
+	} else if (p->unknown_logged) {
+		log_pool(LOG_NOTICE, &f, "%s: depth readable again (%s)", p->name, depth_s);
+		free(p->unknown_logged);
+		p->unknown_logged = NULL;
+	}
 
 	if (plan.to_create > 0 || plan.to_drain > 0) {
 		const char *dir = plan.to_create > plan.to_drain ? "scale up" : "scale down";
@@ -837,7 +859,7 @@ static void pool_tick(Manager *m, Pool *p)
 			p->st.scale_down_total += (uint64_t)plan.to_drain;
 		}
 	} else if (plan.backoff)
-		log_pool(LOG_NOTICE, &f, "%s: %s", p->name, gd ? gd : "backing off");
+		log_debug("%s: %s", p->name, gd ? gd : "backing off"); /* said when it began */
 	else
 		log_debug("%s: depth %s, current %d, desired %d, guard %s", p->name, depth_s,
 			  capacity, d.desired, guard_to_string(guard));
