@@ -77,7 +77,6 @@ typedef struct {
 	char *vhost;
 	char **queues;
 	size_t n_queues;
-	bool done;
 	int r;
 	char *error;
 	QueueDepth *results;
@@ -105,7 +104,6 @@ struct Manager {
 	Query *queries;
 	size_t n_queries;
 	unsigned outstanding;
-	bool list_done;
 	int list_r;
 	char *list_error;
 	DockerContainer *list;
@@ -113,7 +111,8 @@ struct Manager {
 	double list_started; /* monotonic */
 	uint64_t requests_at_tick;
 	uint64_t requests_last_tick;
-	double tick_scheduled, loop_latency;
+	bool ticked;         /* the first tick has started (--once runs just that one) */
+	double loop_latency; /* how late the last tick fired, seconds */
 
 	unsigned ops; /* Docker operations in flight */
 	bool ready_sent;
@@ -568,7 +567,6 @@ static void tick_clear(Manager *m)
 	m->n_list = 0;
 	free(m->list_error);
 	m->list_error = NULL;
-	m->list_done = false;
 	m->tick_running = false;
 }
 
@@ -973,12 +971,8 @@ static void tick_finish(Manager *m)
 
 static void tick_maybe_finish(Manager *m)
 {
-	if (m->outstanding > 0 || !m->list_done)
-		return;
-	for (size_t i = 0; i < m->n_queries; i++)
-		if (!m->queries[i].done)
-			return;
-	tick_finish(m);
+	if (m->outstanding == 0)
+		tick_finish(m);
 }
 
 static void on_depths(int r, const char *error, const QueueDepth *q, size_t n, void *userdata)
@@ -986,7 +980,6 @@ static void on_depths(int r, const char *error, const QueueDepth *q, size_t n, v
 	Query *query = userdata;
 	Manager *m = query->m;
 
-	query->done = true;
 	query->r = r;
 	query->latency = now_mono() - query->started;
 	if (r < 0)
@@ -1021,7 +1014,6 @@ static void on_list(int r, const char *error, DockerContainer *list, size_t n, v
 			m->n_list = n;
 		}
 	}
-	m->list_done = true;
 	m->outstanding--;
 	tick_maybe_finish(m);
 }
@@ -1101,9 +1093,9 @@ static int on_tick_timer(sd_event_source *s, uint64_t usec, void *userdata)
 
 	sd_event_now(m->event, CLOCK_MONOTONIC, &now);
 	m->loop_latency = usec > 0 && now > usec ? (double)(now - usec) / 1e6 : 0;
-	if (m->opts.once && m->tick_scheduled)
+	if (m->opts.once && m->ticked)
 		return 0;
-	m->tick_scheduled = 1;
+	m->ticked = true;
 	tick_start(m);
 	if (m->opts.once)
 		return 0; /* one pass: the timer is not re-armed */
