@@ -725,21 +725,128 @@ static const char *guard_detail(const Pool *p, const Decision *d, Guard g, char 
 	return buf;
 }
 
+/* Workers that exited on their own: within the crash window they count towards the back-off.
+ * Done before the plan, so that the replacement of a worker that just died is already held. */
+static void pool_account_crashes(Pool *p, const PoolView *view, double wall)
+{
+	for (size_t i = 0; i < view->n; i++) {
+		const Worker *w = &view->workers[i];
+		if (w->state != WORKER_EXITED || w->busy || w->drained)
+			continue;
+		p->st.errors[ERRKIND_CRASH]++;
+		if (wall - w->created >= POOL_CRASH_WINDOW_SEC) {
+			p->crashes = 0;
+			continue;
+		}
+		p->crashes++;
+		double delay = pool_backoff_delay(p->crashes);
+		p->backoff_until = wall + delay;
+		log_pool(LOG_WARNING,
+			 &(LogFields){.pool = p->name, .depth = -1, .desired = -1, .current = -1,
+				      .action = "backoff"},
+			 "%s: worker %s exited with code %d within %.0f s of its start (%u in a row); "
+			 "backing off %.0f s before starting another",
+			 p->name, w->name ? w->name : w->id, w->exit_code, wall - w->created,
+			 p->crashes, delay);
+	}
+
+	/* A fresh worker that has lived past the crash window proves the spec works. */
+	if (p->backoff_until <= wall && p->crashes > 0)
+		for (size_t i = 0; i < view->n; i++)
+			if (view->workers[i].state == WORKER_RUNNING && view->workers[i].fresh &&
+			    wall - view->workers[i].created > POOL_CRASH_WINDOW_SEC)
+				p->crashes = 0;
+}
+
+/* An unknown depth is logged when it starts, when its kind or the action changes, and then
+ * every few minutes, not every tick: the journal must stay readable. */
+static void pool_log_reading(Pool *p, const LogFields *f, const Decision *d, double mono)
+{
+	if (p->reading.valid) {
+		if (p->unknown_logged)
+			log_pool(LOG_NOTICE, f, "%s: depth readable again (%.0f)", p->name,
+				 p->reading.depth);
+		free(p->unknown_logged);
+		p->unknown_logged = NULL;
+		return;
+	}
+	/* Same kind of error, same action: a repeat (a timeout's text changes each time). */
+	char key[64];
+	snprintf(key, sizeof key, "%d/%d/%d", (int)p->reading_errkind, (int)d->guard, d->desired);
+	bool repeat = p->unknown_logged && strcmp(p->unknown_logged, key) == 0 &&
+		      mono - p->unknown_logged_at < UNKNOWN_REPEAT_SEC;
+	log_pool(repeat ? LOG_DEBUG : LOG_WARNING, f, "%s: depth unknown (%s); %s %d workers",
+		 p->name, p->reading_error ? p->reading_error : "no reading",
+		 d->guard == GUARD_FALLBACK ? "fallback to" : "holding", d->desired);
+	if (!repeat) {
+		free(p->unknown_logged);
+		p->unknown_logged = strdup(key);
+		p->unknown_logged_at = mono;
+	}
+}
+
+/* One line per decision that changes something, with the guard that shaped it. */
+static void pool_log_plan(Manager *m, Pool *p, LogFields *f, const Decision *d, int current,
+			  int capacity, const Plan *plan, Guard guard, const char *gd)
+{
+	char depth_s[32] = "?";
+	if (p->reading.valid)
+		snprintf(depth_s, sizeof depth_s, "%.0f", p->reading.depth);
+
+	if (plan->to_create == 0 && plan->to_drain == 0) {
+		/* A back-off was said when it began. */
+		log_debug("%s: depth %s, current %d, desired %d, guard %s", p->name, depth_s,
+			  capacity, d->desired, guard_to_string(guard));
+		return;
+	}
+	const char *dir = plan->to_create > plan->to_drain ? "scale up" : "scale down";
+	if (plan->rolling && d->desired == capacity)
+		dir = "roll";
+	else if (d->desired == current && plan->to_create > 0 && plan->to_drain == 0)
+		dir = "replace"; /* dead workers, not a new decision */
+	f->action = dir;
+	int after = capacity + plan->to_create - plan->to_drain;
+	log_pool(LOG_INFO, f, "%s%s: %s %d -> %d (depth %s, target %g, desired %d%s%s)",
+		 m->opts.dry_run ? "dry-run: would " : "", p->name, dir, capacity, after, depth_s,
+		 p->cfg->target, d->desired, gd ? "; " : "", gd ? gd : "");
+	pool_set_action(p, "%s%s %d -> %d", m->opts.dry_run ? "would " : "", dir, capacity, after);
+	if (!m->opts.dry_run) {
+		p->st.scale_up_total += (uint64_t)plan->to_create;
+		p->st.scale_down_total += (uint64_t)plan->to_drain;
+	}
+}
+
+static void pool_run_plan(Manager *m, Pool *p, const Plan *plan)
+{
+	static const char *const verbs[] = {"create", "start", "drain", "remove", "stop again"};
+
+	for (size_t i = 0; i < plan->n; i++) {
+		const Action *a = &plan->actions[i];
+		if (m->opts.dry_run) {
+			log_info("dry-run: %s: would %s %s", p->name, verbs[a->kind], a->name);
+			continue;
+		}
+		if (a->kind == ACTION_RESTOP)
+			log_warning("%s: %s is still running %.0f s after its drain began; stopping "
+				    "it again with the full grace",
+				    p->name, a->name, p->cfg->stop_timeout + POOL_RESTOP_MARGIN_SEC);
+		int r = pool_execute(m, p, a);
+		if (r < 0)
+			log_error("%s: cannot %s %s: %s", p->name, verbs[a->kind], a->name,
+				  strerror(-r));
+	}
+}
+
+/* One pool's share of a tick: reading -> observe -> policy -> plan -> actions -> status. */
 static void pool_tick(Manager *m, Pool *p)
 {
 	const PoolConfig *cfg = p->cfg;
 	double wall = now_wall(), mono = now_mono();
-	char depth_s[32];
 	int r;
 
 	pool_read(m, p);
-	if (p->reading.valid)
-		snprintf(depth_s, sizeof depth_s, "%.0f", p->reading.depth);
-	else
-		snprintf(depth_s, sizeof depth_s, "?");
-	if (!p->reading.valid) {
+	if (!p->reading.valid)
 		p->st.errors[p->reading_errkind]++;
-	}
 
 	if (m->list_r < 0) {
 		/* Without the container list nothing can be decided safely: hold. */
@@ -768,116 +875,27 @@ static void pool_tick(Manager *m, Pool *p)
 	Decision d = policy_decide(cfg, &p->policy, p->reading, current, mono);
 	p->prev_desired = d.desired;
 
-	/* Crash accounting comes before the plan, so that the replacement of a worker that just
-	 * died is already held back. */
-	for (size_t i = 0; i < view.n; i++) {
-		const Worker *w = &view.workers[i];
-		if (w->state != WORKER_EXITED || w->busy || w->drained)
-			continue;
-		p->st.errors[ERRKIND_CRASH]++;
-		if (wall - w->created < POOL_CRASH_WINDOW_SEC) {
-			p->crashes++;
-			double delay = pool_backoff_delay(p->crashes);
-			p->backoff_until = wall + delay;
-			log_pool(LOG_WARNING,
-				 &(LogFields){.pool = p->name, .depth = -1, .desired = -1,
-					      .current = -1, .action = "backoff"},
-				 "%s: worker %s exited with code %d within %.0f s of its start (%u in a "
-				 "row); backing off %.0f s before starting another",
-				 p->name, w->name ? w->name : w->id, w->exit_code, wall - w->created,
-				 p->crashes, delay);
-		} else
-			p->crashes = 0;
-	}
-
-	bool in_backoff = p->backoff_until > wall;
-	if (!in_backoff && p->crashes > 0 && view.running > 0) {
-		/* A worker that has lived past the crash window proves the spec works. */
-		for (size_t i = 0; i < view.n; i++)
-			if (view.workers[i].state == WORKER_RUNNING && view.workers[i].fresh &&
-			    wall - view.workers[i].created > POOL_CRASH_WINDOW_SEC)
-				p->crashes = 0;
-	}
+	pool_account_crashes(p, &view, wall);
 
 	_cleanup_(plan_free) Plan plan = {0};
-	r = pool_plan(cfg, &view, d.desired, in_backoff, wall, &plan);
+	r = pool_plan(cfg, &view, d.desired, p->backoff_until > wall, wall, &plan);
 	if (r < 0) {
 		log_error("%s: cannot plan: %s", p->name, strerror(-r));
 		return;
 	}
 	Guard guard = plan.backoff ? GUARD_BACKOFF : d.guard;
 	char detail[256];
-	free(p->st.guard_detail);
 	const char *gd = guard_detail(p, &d, guard, detail, sizeof detail);
+	free(p->st.guard_detail);
 	p->st.guard_detail = gd ? strdup(gd) : NULL;
 
 	LogFields f = {.pool = p->name,
 		       .depth = p->reading.valid ? p->reading.depth : -1,
 		       .desired = d.desired,
 		       .current = capacity};
-
-	/* An outage is logged when it starts, when its cause or the action changes, and then
-	 * every few minutes, not every tick: the journal must stay readable. */
-	if (!p->reading.valid) {
-		/* Same kind of error, same action: a repeat (a timeout's text changes each time). */
-		char key[64];
-		snprintf(key, sizeof key, "%d/%d/%d", (int)p->reading_errkind, (int)d.guard,
-			 d.desired);
-		bool repeat = p->unknown_logged && strcmp(p->unknown_logged, key) == 0 &&
-			      mono - p->unknown_logged_at < UNKNOWN_REPEAT_SEC;
-		log_pool(repeat ? LOG_DEBUG : LOG_WARNING, &f, "%s: depth unknown (%s); %s %d workers",
-			 p->name, p->reading_error ? p->reading_error : "no reading",
-			 d.guard == GUARD_FALLBACK ? "fallback to" : "holding", d.desired);
-		if (!repeat) {
-			free(p->unknown_logged);
-			p->unknown_logged = strdup(key);
-			p->unknown_logged_at = mono;
-		}
-	} else if (p->unknown_logged) {
-		log_pool(LOG_NOTICE, &f, "%s: depth readable again (%s)", p->name, depth_s);
-		free(p->unknown_logged);
-		p->unknown_logged = NULL;
-	}
-
-	if (plan.to_create > 0 || plan.to_drain > 0) {
-		const char *dir = plan.to_create > plan.to_drain ? "scale up" : "scale down";
-		if (plan.rolling && d.desired == capacity)
-			dir = "roll";
-		else if (d.desired == current && plan.to_create > 0 && plan.to_drain == 0)
-			dir = "replace"; /* dead workers, not a new decision */
-		f.action = dir;
-		int after = capacity + plan.to_create - plan.to_drain;
-		log_pool(LOG_INFO, &f, "%s%s: %s %d -> %d (depth %s, target %g, desired %d%s%s)",
-			 m->opts.dry_run ? "dry-run: would " : "", p->name, dir, capacity, after,
-			 depth_s, cfg->target, d.desired, gd ? "; " : "", gd ? gd : "");
-		pool_set_action(p, "%s%s %d -> %d", m->opts.dry_run ? "would " : "", dir, capacity,
-				after);
-		if (!m->opts.dry_run) {
-			p->st.scale_up_total += (uint64_t)plan.to_create;
-			p->st.scale_down_total += (uint64_t)plan.to_drain;
-		}
-	} else if (plan.backoff)
-		log_debug("%s: %s", p->name, gd ? gd : "backing off"); /* said when it began */
-	else
-		log_debug("%s: depth %s, current %d, desired %d, guard %s", p->name, depth_s,
-			  capacity, d.desired, guard_to_string(guard));
-
-	for (size_t i = 0; i < plan.n; i++) {
-		const Action *a = &plan.actions[i];
-		if (m->opts.dry_run) {
-			static const char *const verbs[] = {"create", "start", "drain", "remove",
-							    "stop again"};
-			log_info("dry-run: %s: would %s %s", p->name, verbs[a->kind], a->name);
-			continue;
-		}
-		if (a->kind == ACTION_RESTOP)
-			log_warning("%s: %s is still running %.0f s after its drain began; stopping "
-				    "it again with the full grace",
-				    p->name, a->name, p->cfg->stop_timeout + POOL_RESTOP_MARGIN_SEC);
-		r = pool_execute(m, p, a);
-		if (r < 0)
-			log_error("%s: cannot %s: %s", p->name, a->name, strerror(-r));
-	}
+	pool_log_reading(p, &f, &d, mono);
+	pool_log_plan(m, p, &f, &d, current, capacity, &plan, guard, gd);
+	pool_run_plan(m, p, &plan);
 
 	pool_status_fill(m, p, &view, &d, guard);
 	/* What Docker will hold once the actions are through, for STATUS= and the table. */
