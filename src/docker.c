@@ -192,6 +192,22 @@ static int op_submit(Docker *d, DockerOp *op)
 	return 0;
 }
 
+/* Park OP until the API version is negotiated, starting the ping if none is under way. The
+ * ping's completion submits (or fails) everything parked. */
+static int op_queue_for_ping(Docker *d, DockerOp *op)
+{
+	op_list_append(&d->queue, op);
+	if (!d->pinging) {
+		int r = start_ping(d);
+		if (r < 0) {
+			op_list_remove(&d->queue, op);
+			op_free(op);
+			return r;
+		}
+	}
+	return 0;
+}
+
 /* Take ownership of OP: send it now if the version is known, else queue it behind a ping.
  * On failure OP is freed and its callback is not called. */
 static int op_dispatch(Docker *d, DockerOp *op)
@@ -205,16 +221,7 @@ static int op_dispatch(Docker *d, DockerOp *op)
 		return r;
 	}
 
-	op_list_append(&d->queue, op);
-	if (!d->pinging) {
-		r = start_ping(d);
-		if (r < 0) {
-			op_list_remove(&d->queue, op);
-			op_free(op);
-			return r;
-		}
-	}
-	return 0;
+	return op_queue_for_ping(d, op);
 }
 
 static DockerOp *op_new(Docker *d, OpKind kind, const char *method, double timeout,
@@ -541,7 +548,6 @@ const char *docker_api_version(const Docker *d)
 int docker_ping(Docker *d, DockerCallback cb, void *userdata)
 {
 	DockerOp *op;
-	int r;
 
 	if (!d)
 		return -EINVAL;
@@ -549,16 +555,7 @@ int docker_ping(Docker *d, DockerCallback cb, void *userdata)
 	if (!op)
 		return -ENOMEM;
 	op->cb = cb;
-	op_list_append(&d->queue, op);
-	if (!d->pinging) {
-		r = start_ping(d);
-		if (r < 0) {
-			op_list_remove(&d->queue, op);
-			op_free(op);
-			return r;
-		}
-	}
-	return 0;
+	return op_queue_for_ping(d, op);
 }
 
 static int make_op(Docker *d, OpKind kind, const char *method, double timeout, size_t max_body,
