@@ -103,7 +103,7 @@ tmp=$(mktemp -d /tmp/sluice-test-all.XXXXXX)
 mkdir -p "$tmp/t" && chmod 755 "$tmp" "$tmp/t"   # the rabbitmq user walks through it
 # pytest gets SIGTERM on timeout; the bed turns it into an orderly teardown
 # shellcheck disable=SC2086
-TMPDIR="$tmp/t" timeout -k 30 520 "$PY" -m pytest tests/integration -rA -p no:cacheprovider \
+TMPDIR="$tmp/t" timeout -k 30 1200 "$PY" -m pytest tests/integration -rA -p no:cacheprovider \
     --basetemp="$tmp/basetemp" --junitxml="$tmp/junit.xml" ${PYTEST_ARGS:-}
 py_rc=$?
 if [ -f "$tmp/junit.xml" ]; then
