@@ -632,8 +632,7 @@ static void pool_read(Manager *m, Pool *p)
 	p->last_depth = depth;
 }
 
-static void pool_status_fill(Manager *m, Pool *p, const PoolView *v, const Decision *d,
-			     Guard guard)
+static void pool_status_fill(Pool *p, const PoolView *v, const Decision *d, Guard guard)
 {
 	const PoolConfig *cfg = p->cfg;
 	PoolStatus *st = &p->st;
@@ -673,7 +672,6 @@ static void pool_status_fill(Manager *m, Pool *p, const PoolView *v, const Decis
 	st->failures = p->policy.failures;
 	st->backoff_until = p->backoff_until > now_wall() ? p->backoff_until : 0;
 	st->poll_latency = p->poll_latency;
-	(void)m;
 }
 
 static const char *guard_detail(const Pool *p, const Decision *d, Guard g, char *buf, size_t n)
@@ -850,7 +848,7 @@ static void pool_tick(Manager *m, Pool *p)
 
 	if (m->list_r < 0) {
 		/* Without the container list nothing can be decided safely: hold. */
-		pool_status_fill(m, p, NULL, NULL, GUARD_ERROR_HOLD);
+		pool_status_fill(p, NULL, NULL, GUARD_ERROR_HOLD);
 		return;
 	}
 	pending_prune(p, m->list_started);
@@ -897,7 +895,7 @@ static void pool_tick(Manager *m, Pool *p)
 	pool_log_plan(m, p, &f, &d, current, capacity, &plan, guard, gd);
 	pool_run_plan(m, p, &plan);
 
-	pool_status_fill(m, p, &view, &d, guard);
+	pool_status_fill(p, &view, &d, guard);
 	/* What Docker will hold once the actions are through, for STATUS= and the table. */
 	if (!m->opts.dry_run)
 		p->st.starting += plan.to_create;

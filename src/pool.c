@@ -176,6 +176,15 @@ static int plan_add(Plan *plan, size_t cap, Action a)
 	return 0;
 }
 
+/* Whether the plan already acts on container ID. */
+static bool plan_has(const Plan *plan, const char *id)
+{
+	for (size_t i = 0; i < plan->n; i++)
+		if (plan->actions[i].id && strcmp(plan->actions[i].id, id) == 0)
+			return true;
+	return false;
+}
+
 static bool index_used(const PoolView *v, const Plan *plan, unsigned idx)
 {
 	for (size_t i = 0; i < v->n; i++)
@@ -224,11 +233,7 @@ static const Worker *pick_victim(const PoolView *v, const Plan *plan, bool outda
 			continue;
 		if (outdated_only && w->fresh)
 			continue;
-		bool taken = false;
-		for (size_t j = 0; j < plan->n; j++)
-			if (plan->actions[j].id && strcmp(plan->actions[j].id, w->id) == 0)
-				taken = true;
-		if (taken)
+		if (plan_has(plan, w->id))
 			continue;
 		if (!best || victim_rank(w) < victim_rank(best) ||
 		    (victim_rank(w) == victim_rank(best) && w->created > best->created))
@@ -333,11 +338,7 @@ int pool_plan(const PoolConfig *p, const PoolView *v, int desired, bool in_backo
 		const Worker *w = &v->workers[i];
 		if (!w->created_only || w->busy || !w->id || w->state != WORKER_STARTING)
 			continue;
-		bool taken = false;
-		for (size_t j = 0; j < plan.n; j++)
-			if (plan.actions[j].id && strcmp(plan.actions[j].id, w->id) == 0)
-				taken = true;
-		if (taken)
+		if (plan_has(&plan, w->id))
 			continue;
 		Action a = {.kind = ACTION_START, .id = w->id, .index = w->index};
 		snprintf(a.name, sizeof a.name, "%s", w->name ? w->name : "");
