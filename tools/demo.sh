@@ -25,38 +25,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 say() { printf '[demo %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# ---- packages (the list of tools/test-all.sh) -------------------------------------------
-PKGS=(autoconf automake libtool pkg-config libcurl4-openssl-dev librabbitmq-dev libconfig-dev
-      libsystemd-dev libjansson-dev libcmocka-dev docker.io rabbitmq-server python3-pytest
-      python3-celery busybox-static)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-        missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]} (about a minute)"
-    export DEBIAN_FRONTEND=noninteractive
-    # Installing docker.io/rabbitmq-server must not start the system services.
-    made_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    aptlog=$(mktemp /tmp/sluice-demo-apt.XXXXXX)
-    apt-get update -qq > "$aptlog" 2>&1 &&
-        apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" >> "$aptlog" 2>&1
-    rc=$?
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-    if [ $rc -ne 0 ]; then
-        tail -n 40 "$aptlog" >&2
-        rm -f "$aptlog"
-        echo "demo: apt-get failed" >&2
-        exit 1
-    fi
-    rm -f "$aptlog"
-fi
+# ---- packages -----------------------------------------------------------------------
+. "$ROOT/tools/deps.sh"
+sluice_install_deps demo >&2 || exit 1
 
 # ---- build (only what is missing or out of date) -----------------------------------------
 build() {

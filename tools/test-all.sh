@@ -28,38 +28,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # ---- packages ------------------------------------------------------------------------
-PKGS=(autoconf automake libtool pkg-config libcurl4-openssl-dev librabbitmq-dev libconfig-dev
-      libsystemd-dev libjansson-dev libcmocka-dev docker.io rabbitmq-server python3-pytest
-      python3-celery busybox-static)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-        missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    note "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Installing docker.io/rabbitmq-server must not start the system services.
-    made_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    apt-get update -qq &&
-        apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" > /tmp/sluice-apt.$$.log 2>&1
-    rc=$?
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-    if [ $rc -ne 0 ]; then
-        tail -n 40 /tmp/sluice-apt.$$.log
-        rm -f /tmp/sluice-apt.$$.log
-        echo "test-all: apt-get failed" >&2
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-    rm -f /tmp/sluice-apt.$$.log
-else
-    note "packages already installed"
+. "$ROOT/tools/deps.sh"
+if ! sluice_install_deps test-all; then
+    echo "0 passed, 1 failed"
+    exit 1
 fi
 
 # ---- build ---------------------------------------------------------------------------
