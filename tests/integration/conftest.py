@@ -6,6 +6,7 @@ Fixtures:
            the containers and queue the test created.
   sluiced  (function) a factory: sluiced(config_text, extra_args=()) -> started Sluiced,
            closed (killed if still alive) at teardown.
+  proxy    (function) a faultproxy.FaultProxy in front of the management API (mode "pass").
   repo_root, sluiced_binary, sluicectl_binary.
 
 The CI=true rule: without CI=true a bed that cannot start (not root, a package missing, a
@@ -22,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bed as bedmod  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 
 REPO_ROOT = bedmod.REPO_ROOT
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -153,3 +155,13 @@ def pytest_configure(config):
     # python3-celery 5.2 on Python 3.11: noise, not ours
     config.addinivalue_line("filterwarnings",
                             "ignore:SelectableGroups dict interface:DeprecationWarning")
+
+
+@pytest.fixture
+def proxy(bed):
+    """A FaultProxy (faultproxy.py) in front of the bed's management API, in mode "pass"."""
+    p = FaultProxy("127.0.0.1", bed.mgmt_port).start()
+    try:
+        yield p
+    finally:
+        p.stop()

@@ -9,20 +9,9 @@ import os
 import sys
 import time
 
-import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sluicecfg  # noqa: E402
-from faultproxy import FaultProxy  # noqa: E402
-
-
-@pytest.fixture
-def proxy(bed):
-    p = FaultProxy("127.0.0.1", bed.mgmt_port).start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def _ticks(d):

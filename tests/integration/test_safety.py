@@ -26,7 +26,6 @@ import pytest
 
 import bed as bedmod
 import sluicecfg
-from faultproxy import FaultProxy
 
 wait_for = bedmod.wait_for
 LIVE = ("created", "running", "restarting", "paused")
@@ -212,15 +211,6 @@ def daemons(bed, q, sluiced):
         for p in ds.pools:
             for c in bed.containers(["io.sluice.pool=" + p]):
                 bed.dk.remove(c["Id"])
-
-
-@pytest.fixture
-def proxy(bed):
-    p = FaultProxy("127.0.0.1", bed.mgmt_port).start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 # -- c. ownership ----------------------------------------------------------------------------
