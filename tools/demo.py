@@ -73,50 +73,6 @@ def parse_args(argv):
     return a
 
 
-class DemoBed(bedmod.Bed):
-    """bed.Bed that starts only the servers the user did not bring."""
-
-    def __init__(self, want_docker, want_rabbit, **kw):
-        super().__init__(**kw)
-        self.want_docker = want_docker
-        self.want_rabbit = want_rabbit
-
-    def start(self):
-        if self.want_docker and self.want_rabbit:
-            return super().start()
-        if os.geteuid() != 0:
-            raise bedmod.BedError("the demo needs root (dockerd, rabbitmq user)")
-        import atexit
-        import threading
-        t0 = time.monotonic()
-        atexit.register(self.stop)
-        self._started = True
-        self.tmpdir = tempfile.mkdtemp(prefix="sluice-bed.")
-        os.chmod(self.tmpdir, 0o755)
-        self.docker_dir = os.path.join(self.tmpdir, "docker")
-        self.rabbit_dir = os.path.join(self.tmpdir, "rabbit")
-        os.mkdir(self.docker_dir, 0o700)
-        fns = ([self._start_docker] if self.want_docker else []) + \
-              ([self._start_rabbit] if self.want_rabbit else [])
-        errors = []
-
-        def run(fn):
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        th = [threading.Thread(target=run, args=(f,)) for f in fns]
-        for t in th:
-            t.start()
-        for t in th:
-            t.join()
-        if errors:
-            raise errors[0]
-        self.startup_seconds = time.monotonic() - t0
-        return self
-
-
 class DemoSluiced(bedmod.Sluiced):
     """bed.Sluiced, but in its own session: a Ctrl-C on the terminal reaches the demo only,
     and the demo stops sluiced with SIGTERM, as systemd would."""
@@ -232,7 +188,7 @@ class Demo:
             x for x, w in (("a private dockerd", not a.docker_socket),
                            ("a private RabbitMQ", not a.rabbitmq_url)) if w)
             if not (a.docker_socket and a.rabbitmq_url) else "using the given servers")
-        b = DemoBed(want_docker=not a.docker_socket, want_rabbit=not a.rabbitmq_url)
+        b = bedmod.Bed(docker=not a.docker_socket, rabbit=not a.rabbitmq_url)
         self.bed = b
         b.start()
 

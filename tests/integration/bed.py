@@ -337,8 +337,12 @@ class Bed:
     busybox_image, celery_image, app_dir, tmpdir, storage_driver, startup_seconds.
     """
 
-    def __init__(self, app_dir=APP_DIR, log_dir=None):
+    def __init__(self, app_dir=APP_DIR, log_dir=None, docker=True, rabbit=True):
+        """docker/rabbit: which private servers start() brings up (the demo may be given
+        either by the user)."""
         self.app_dir = app_dir
+        self.want_docker = docker
+        self.want_rabbit = rabbit
         self.busybox_image = BUSYBOX_IMAGE
         self.celery_image = CELERY_IMAGE
         self.user = "sluice"
@@ -388,8 +392,9 @@ class Bed:
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
-        th = [threading.Thread(target=run, args=(f,)) for f in (self._start_docker,
-                                                                self._start_rabbit)]
+        fns = ([self._start_docker] if self.want_docker else []) + \
+              ([self._start_rabbit] if self.want_rabbit else [])
+        th = [threading.Thread(target=run, args=(f,)) for f in fns]
         for t in th:
             t.start()
         for t in th:
@@ -397,9 +402,13 @@ class Bed:
         if errors:
             raise errors[0]
         self.startup_seconds = time.monotonic() - t0
-        log("bed up in %.1f s: docker %s (%s), rabbitmq %s amqp %d mgmt %d" % (
-            self.startup_seconds, self.docker_socket, self.storage_driver, self.node,
-            self.amqp_port, self.mgmt_port))
+        up = []
+        if self.want_docker:
+            up.append("docker %s (%s)" % (self.docker_socket, self.storage_driver))
+        if self.want_rabbit:
+            up.append("rabbitmq %s amqp %d mgmt %d" % (self.node, self.amqp_port,
+                                                       self.mgmt_port))
+        log("bed up in %.1f s: %s" % (self.startup_seconds, ", ".join(up) or "nothing"))
         return self
 
     def stop(self):
